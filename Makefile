@@ -1,0 +1,36 @@
+# Two entry points (see README): `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# A CPU machine takes the CPU torch wheel and xgboost-cpu; a machine with an NVIDIA GPU
+# takes the normal wheels (CUDA builds).
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+ifeq ($(HAS_GPU),1)
+  CONSTRAINTS :=
+  BOOST := boost
+else
+  CONSTRAINTS := -c constraints/cpu.txt
+  BOOST := boost-cpu
+endif
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints/cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[$(BOOST),examples,dev]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python examples/ames_demo.py
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python bench/tabular.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
