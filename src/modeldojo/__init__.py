@@ -1,0 +1,14 @@
+"""modeldojo: from your own data to a trained, evaluated, exported and served model.
+
+    import modeldojo as dojo
+    run = dojo.train("houses.csv", target="Sale_Price")
+    run.metrics["r2"]; run.model.predict(new_rows)
+    model = dojo.load(run.path)          # or dojo.load("runs/<name>")
+"""
+from .api import check, load, train
+from .config import Config
+from .errors import ConfigError, DataError, DojoError
+from .model import Model
+
+__version__ = "0.1.0"
+__all__ = ["Config", "ConfigError", "DataError", "DojoError", "Model", "check", "load", "train", "__version__"]

@@ -1,0 +1,238 @@
+"""The one orchestration path: the CLI and the Python API both call these functions.
+
+train: read → check (blocking problems stop here) → split → fit → evaluate → save atomically →
+mark complete. Any failure after the run folder exists marks the run failed and leaves no model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import events as ev
+from . import runs as runs_module
+from . import tasks
+from .config import Config
+from .data import balance, checks as checks_module, readers, splits
+from .data.target import require_column, target_values
+from .environment import describe as describe_environment
+from .errors import ConfigError, DataError
+from .evaluation import card, metrics as metrics_module, report
+from .model import Model
+from .runs import Run
+
+# Keyword shortcuts accepted by train()/check() in Python, mapped to config keys.
+SHORTCUTS = {"task": "task.name", "kind": "task.kind", "model": "model.name", "name": "run.name",
+             "runs_dir": "run.runs_dir", "seed": "train.seed", "tracking": "tracking.enabled",
+             "tracking_uri": "tracking.uri", "overwrite": "run.overwrite", "params": "model.params",
+             "test_fraction": "data.test_fraction", "validation_fraction": "data.validation_fraction"}
+
+
+@dataclass
+class Prepared:
+    """Data read, target validated, checks passed: everything decided before any compute."""
+
+    config: Config
+    frame: pd.DataFrame
+    y: pd.Series
+    kind: str
+    task_name: str
+    checks: checks_module.CheckReport
+    features: list[str]
+    validation: tuple[pd.DataFrame, pd.Series] | None = None
+    test: tuple[pd.DataFrame, pd.Series] | None = None
+
+
+@dataclass
+class TrainResult:
+    run: Run
+    model: Model
+    metrics: dict[str, Any]
+    checks: checks_module.CheckReport
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.run.directory
+
+    def predict(self, data):
+        return self.model.predict(data)
+
+
+def resolve_config(data=None, target=None, config: Config | str | Path | None = None,
+                   overrides: list[str] | dict[str, Any] | None = None, **shortcuts: Any) -> Config:
+    if isinstance(config, (str, Path)):
+        config = Config.load(config)
+    config = config or Config()
+    pairs: dict[str, Any] = {}
+    if isinstance(data, (str, Path)):
+        pairs["data.path"] = str(data)
+    if target is not None:
+        pairs["data.target"] = target
+    for key, value in shortcuts.items():
+        if key not in SHORTCUTS:
+            raise ConfigError(f"unknown keyword {key!r}; use one of {', '.join(sorted(SHORTCUTS))} or overrides=")
+        if value is not None:
+            pairs[SHORTCUTS[key]] = value
+    config = config.with_overrides(pairs)
+    return config.with_overrides(overrides) if overrides else config
+
+
+def _read(source, config: Config) -> pd.DataFrame:
+    data = config.data
+    return readers.read(source, format=data.format, delimiter=data.delimiter, encoding=data.encoding)
+
+
+def prepare(data=None, config: Config | None = None, *, run_checks: bool = True) -> Prepared:
+    config = config or Config()
+    source = data if isinstance(data, pd.DataFrame) else (data or config.data.path)
+    if source is None:
+        raise ConfigError("no training data: pass a file (dojo train data.csv) or set data.path")
+    target = config.data.target
+    if not target:
+        raise ConfigError("no target column: pass --target COLUMN or set data.target")
+    frame = _read(source, config)
+    for column in [target, *config.data.drop_columns, *filter(None, [config.data.group_column])]:
+        require_column(frame, column, "target" if column == target else "configured")
+    task_name = config.task.name if config.task.name != "auto" else tasks.detect(frame, target)
+    tasks.get(task_name)  # unknown task names fail here, before any compute
+    report_ = checks_module.run_checks(
+        frame, target, kind=config.task.kind, seed=config.train.seed,
+        label_errors=run_checks and config.data.label_error_check, sample_rows=config.data.check_sample_rows,
+        drop_columns=config.data.drop_columns)
+    if report_.errors:
+        raise DataError("\n".join(f.message for f in report_.errors))
+    kind = report_.kind
+    excluded = set(report_.id_columns) | set(report_.constant_columns) | set(config.data.drop_columns) | {target}
+    features = [c for c in frame.columns if c not in excluded]
+    prepared = Prepared(config.with_overrides({"task.name": task_name, "task.kind": kind}), frame,
+                        target_values(frame, target, kind), kind, task_name, report_, features)
+    for role, path in (("validation", config.data.validation_path), ("test", config.data.test_path)):
+        if path:
+            extra = _read(path, config)
+            require_column(extra, target, "target")
+            setattr(prepared, role, (extra, target_values(extra, target, kind)))
+    return prepared
+
+
+def _fit(prepared: Prepared, train_rows: np.ndarray, validation: tuple[pd.DataFrame, pd.Series] | None,
+         bus: ev.EventBus):
+    frame, y, config = prepared.frame, prepared.y, prepared.config
+    task = tasks.get(prepared.task_name)(config, prepared.kind, config.data.target)
+    if prepared.kind != "regression":
+        train_rows = balance.resample(train_rows, y, config.data.resample, config.train.seed)
+    X_val, y_val = (validation[0][prepared.features], validation[1]) if validation is not None else (None, None)
+    if X_val is not None:
+        keep = y_val.notna().to_numpy()
+        X_val, y_val = X_val[keep], y_val[keep]
+    info = task.fit(frame.iloc[train_rows][prepared.features], y.iloc[train_rows], X_val, y_val, bus)
+    return task, info
+
+
+def _score(task, frame: pd.DataFrame, y: pd.Series, features: list[str]):
+    keep = y.notna().to_numpy()
+    frame, y = frame[keep], y[keep]
+    prediction = task.predict(frame[features])
+    scores = metrics_module.compute(task.kind, y.to_numpy(), prediction.values, prediction.probabilities,
+                                    prediction.classes)
+    return scores, prediction, frame, y
+
+
+def _split(prepared: Prepared):
+    data, seed = prepared.config.data, prepared.config.train.seed
+    groups = prepared.frame[data.group_column].astype(str).to_numpy() if data.group_column else None
+    return splits.split(prepared.y, prepared.kind, validation_fraction=data.validation_fraction,
+                        test_fraction=data.test_fraction, seed=seed, groups=groups,
+                        has_validation=prepared.validation is not None, has_test=prepared.test is not None)
+
+
+def train(data=None, target: str | None = None, *, config: Config | str | Path | None = None,
+          overrides: list[str] | dict[str, Any] | None = None, events: ev.EventBus | None = None,
+          **shortcuts: Any) -> TrainResult:
+    """Train, evaluate and save a model; return the run. `data` is a path or a DataFrame."""
+    config = resolve_config(data, target, config, overrides, **shortcuts)
+    bus = events or ev.EventBus()
+    prepared = prepare(data, config)
+    config = prepared.config
+    bus.emit(ev.CHECKS_DONE, report=prepared.checks)
+    train_rows, validation_rows, test_rows = _split(prepared)
+    frame, y = prepared.frame, prepared.y
+    validation = prepared.validation or ((frame.iloc[validation_rows], y.iloc[validation_rows])
+                                         if len(validation_rows) else None)
+    test = prepared.test or ((frame.iloc[test_rows], y.iloc[test_rows]) if len(test_rows) else None)
+
+    name = config.run.name or runs_module.default_name(prepared.task_name)
+    run = Run.create(config.run.runs_dir, name, config.run.overwrite)
+    if config.tracking.enabled:
+        from .tracking.mlflow_tracker import MlflowTracker, default_uri
+
+        bus.subscribe_all(MlflowTracker(config.tracking.uri or default_uri(config.run.runs_dir),
+                                        config.tracking.experiment, config.run.runs_dir))
+    fingerprint = runs_module.fingerprint(frame, config.data.path if not isinstance(data, pd.DataFrame) else None)
+    fingerprint.update(train_rows=int(len(train_rows)), validation_rows=len(validation[1]) if validation else 0,
+                       test_rows=len(test[1]) if test else 0)
+    try:
+        run.set_status("running", task=prepared.task_name, kind=prepared.kind)
+        run.write_text("config.yaml", config.to_yaml())
+        run.write_json("data.json", fingerprint)
+        run.write_json("environment.json", describe_environment())
+        run.write_json("checks.json", prepared.checks.to_dict())
+        bus.emit(ev.RUN_STARTED, run=run, config=config)
+        task, info = _fit(prepared, train_rows, validation, bus)
+        scores = {}
+        worst = pd.DataFrame()
+        if test is not None:
+            bus.emit(ev.STAGE, name="evaluate", detail=f"{len(test[1])} test rows")
+            scores, prediction, test_frame, test_y = _score(task, test[0], test[1], prepared.features)
+            worst = metrics_module.worst_predictions(
+                test_frame[prepared.features], prepared.kind, test_y, prediction.values, prediction.probabilities,
+                prediction.classes, config.evaluate.worst_examples)
+        bus.emit(ev.METRICS, metrics=scores, prefix="test_")
+        bus.emit(ev.METRICS, metrics={k: v for k, v in info.items() if isinstance(v, (int, float))}, prefix="fit_")
+        meta = {"task": prepared.task_name, "kind": prepared.kind, "target": config.data.target,
+                "features": prepared.features, "created": runs_module.now(), "config": config.to_dict()}
+        runs_module.save_model_atomically(run.model_dir, task.save, meta)
+        run.write_json("metrics.json", {"test": scores, "fit": info})
+        description = task.describe()
+        if config.evaluate.report:
+            report.write(run.directory / "report.html", title=f"modeldojo run {run.name}",
+                         summary={"task": prepared.task_name, "kind": prepared.kind, "target": config.data.target,
+                                  "learner": description.get("learner"), "train rows": len(train_rows),
+                                  "test rows": len(test[1]) if test else 0, **info},
+                         metrics=scores, kind=prepared.kind,
+                         actual=test_y.to_numpy() if test is not None else None,
+                         predicted=prediction.values if test is not None else None, worst=worst,
+                         importance=task.feature_importance(), checks=prepared.checks.to_dict())
+            card.write(run.directory / "MODEL_CARD.md", name=run.name, description=description, metrics=scores,
+                       checks=prepared.checks.to_dict(), fingerprint=fingerprint, created=runs_module.now())
+        run.set_status("completed", finished=runs_module.now(), learner=description.get("learner"))
+        bus.emit(ev.RUN_COMPLETED, run=run, metrics=scores)
+    except BaseException as error:  # KeyboardInterrupt too: the run must not look complete
+        run.set_status("failed", finished=runs_module.now(), error=f"{type(error).__name__}: {error}")
+        bus.emit(ev.RUN_FAILED, run=run, error=error)
+        raise
+    return TrainResult(run, Model.from_task(task, run.model_dir), scores, prepared.checks, info)
+
+
+def check(data, target: str | None = None, *, config: Config | str | Path | None = None,
+          overrides=None, **shortcuts: Any) -> checks_module.CheckReport:
+    """The data-quality report alone (blocking problems are findings, not exceptions)."""
+    config = resolve_config(data, target, config, overrides, **shortcuts)
+    source = data if isinstance(data, pd.DataFrame) else (data or config.data.path)
+    if source is None:
+        raise ConfigError("no data: pass a file or set data.path")
+    frame = _read(source, config)
+    return checks_module.run_checks(frame, config.data.target, kind=config.task.kind, seed=config.train.seed,
+                                    label_errors=config.data.label_error_check,
+                                    sample_rows=config.data.check_sample_rows, drop_columns=config.data.drop_columns)
+
+
+def load(reference: str | Path, runs_dir: str | Path = "runs") -> Model:
+    """A trained model from a run name, run folder or model folder."""
+    path = Path(reference)
+    if (path / runs_module.META_FILE).is_file():
+        return Model.load(path)
+    return Model.load(Run.open(reference, runs_dir).model_dir)

@@ -1,0 +1,303 @@
+"""Typed, validated configuration: one dataclass group per concern.
+
+Every field carries its help text and allowed range; a wrong value raises a ConfigError that
+names the field, the value and what is allowed. Configs load from YAML, take `group.key=value`
+overrides from the command line, and are saved with every run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+
+def setting(default: Any, help: str, *, minimum: float | None = None, maximum: float | None = None):
+    """A documented field; mutable defaults are copied per instance."""
+    metadata = {"help": help, "minimum": minimum, "maximum": maximum}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false"}
+    if annotation in names:
+        return names[annotation]
+    if origin is list:
+        return "a list of " + _describe(typing.get_args(annotation)[0]).removeprefix("a ").removeprefix("an ")
+    if origin is dict:
+        return "a mapping"
+    return str(annotation)
+
+
+def _coerce(value: Any, annotation: Any) -> Any:
+    """Return value converted to the annotation, or raise ValueError."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        if value in typing.get_args(annotation):
+            return value
+        raise ValueError
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            try:
+                return _coerce(value, option)
+            except ValueError:
+                continue
+        raise ValueError
+    if annotation is type(None):
+        if value is None:
+            return None
+        raise ValueError
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError
+    if origin is list:
+        if isinstance(value, str):  # a single name where a list is expected: be forgiving
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError
+        (item_type,) = typing.get_args(annotation)
+        return [_coerce(item, item_type) for item in value]
+    if origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ValueError
+    raise TypeError(f"unsupported config annotation {annotation}")
+
+
+class Group:
+    """Base for config groups: validates and normalises every field on construction."""
+
+    section: typing.ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            where = f"{self.section}.{spec.name}"
+            try:
+                value = _coerce(value, hints[spec.name])
+            except ValueError:
+                raise ConfigError(
+                    f"{where}: got {value!r} ({type(value).__name__}); expected {_describe(hints[spec.name])}"
+                ) from None
+            low, high = spec.metadata.get("minimum"), spec.metadata.get("maximum")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if (low is not None and value < low) or (high is not None and value > high):
+                    raise ConfigError(f"{where}: got {value!r}; allowed range is [{low}, {high}]")
+            setattr(self, spec.name, value)
+        self.validate()
+
+    def validate(self) -> None:
+        """Cross-field rules of a group."""
+
+
+@dataclass
+class DataConfig(Group):
+    section = "data"
+    path: str | None = setting(None, "Training data: CSV/TSV/JSONL/Parquet file (or a DataFrame in Python).")
+    target: str | None = setting(None, "Name of the column to predict.")
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = setting("auto", "File format; auto = by file extension.")
+    delimiter: str | None = setting(None, "Field delimiter for CSV-like files; null = sniffed from the file.")
+    encoding: str = setting("utf-8", "Text encoding of CSV/TSV/JSONL files.")
+    validation_path: str | None = setting(None, "Optional separate validation file (otherwise split from the data).")
+    test_path: str | None = setting(None, "Optional separate test file (otherwise split from the data).")
+    validation_fraction: float = setting(0.1, "Share of the non-test rows held out for early stopping.", minimum=0.0, maximum=0.5)
+    test_fraction: float = setting(0.2, "Share of rows held out for the final test metrics.", minimum=0.0, maximum=0.5)
+    group_column: str | None = setting(None, "Rows sharing this column's value stay in the same split / fold.")
+    drop_columns: list[str] = setting([], "Columns never used as features.")
+    class_weights: Literal["auto", "balanced", "none"] = setting(
+        "auto", "Classification: weight classes inversely to frequency; auto = balanced when imbalance ratio >= 3.")
+    resample: Literal["none", "oversample", "undersample"] = setting(
+        "none", "Classification: randomly over-sample minority / under-sample majority classes in the training split.")
+    label_error_check: bool = setting(True, "Look for suspected label errors (cleanlab on out-of-fold probabilities).")
+    check_sample_rows: int = setting(20000, "Row sample used by the slower checks (leakage, label errors).", minimum=100)
+
+    def validate(self) -> None:
+        if self.validation_fraction + self.test_fraction >= 0.9:
+            raise ConfigError(
+                f"data.validation_fraction + data.test_fraction = {self.validation_fraction + self.test_fraction:g}; "
+                "must be below 0.9 so something is left to train on")
+
+
+@dataclass
+class TaskConfig(Group):
+    section = "task"
+    name: str = setting("auto", "Registered task name (tabular, …); auto = chosen from the data.")
+    kind: Literal["auto", "regression", "binary", "multiclass"] = setting(
+        "auto", "Prediction kind; auto = inferred from the target column.")
+
+
+@dataclass
+class ModelConfig(Group):
+    section = "model"
+    name: str = setting("auto", "Learner: lightgbm, xgboost, catboost, random_forest, extra_trees, decision_tree, "
+                                "hist_gradient_boosting, linear; auto = lightgbm.")
+    params: dict[str, Any] = setting({}, "Extra keyword arguments passed to the learner (override dojo's defaults).")
+    target_transform: Literal["auto", "none", "log"] = setting(
+        "auto", "Regression: fit on log(1+y) and invert; auto = when the target is positive and right-skewed.")
+
+
+@dataclass
+class TrainConfig(Group):
+    section = "train"
+    seed: int = setting(0, "Random seed for splits, sampling and learners.", minimum=0)
+    max_rounds: int = setting(5000, "Boosted trees: upper bound on boosting rounds.", minimum=1)
+    early_stopping_rounds: int = setting(200, "Boosted trees: stop after this many rounds without validation "
+                                              "improvement; 0 = off.", minimum=0)
+    refit_full: bool = setting(True, "After early stopping, refit on train+validation with the best round count "
+                                     "scaled to the larger data.")
+    threads: int = setting(0, "CPU threads for learners; 0 = all cores.", minimum=0)
+
+
+@dataclass
+class EvaluateConfig(Group):
+    section = "evaluate"
+    worst_examples: int = setting(20, "How many worst predictions the error analysis lists.", minimum=0)
+    report: bool = setting(True, "Write report.html with plots and MODEL_CARD.md.")
+
+
+@dataclass
+class TrackingConfig(Group):
+    section = "tracking"
+    enabled: bool = setting(True, "Record the run in MLflow.")
+    uri: str | None = setting(None, "MLflow tracking URI; null = sqlite:///<runs_dir>/mlflow.db (embedded).")
+    experiment: str = setting("modeldojo", "MLflow experiment name.")
+
+
+@dataclass
+class RunConfig(Group):
+    section = "run"
+    name: str | None = setting(None, "Run folder name under runs_dir; null = <task>-<timestamp>.")
+    runs_dir: str = setting("runs", "Folder that holds one sub-folder per run.")
+    overwrite: bool = setting(False, "Replace an existing run folder of the same name.")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def groups(cls) -> dict[str, type[Group]]:
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> "Config":
+        raw = raw or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config must be a mapping of groups, got {type(raw).__name__}")
+        groups = cls.groups()
+        built = {}
+        for section, values in raw.items():
+            if section not in groups:
+                raise ConfigError(_unknown("config group", section, groups))
+            if values is None:
+                values = {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"{section}: expected a mapping of settings, got {values!r}")
+            allowed = {f.name for f in dataclasses.fields(groups[section])}
+            for key in values:
+                if key not in allowed:
+                    raise ConfigError(_unknown(f"setting in {section}", f"{section}.{key}", [f"{section}.{a}" for a in allowed]))
+            built[section] = groups[section](**values)
+        return cls(**built)
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] | None = None) -> "Config":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            raise ConfigError(f"{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+        config = cls.from_dict(raw)
+        return config.with_overrides(overrides or [])
+
+    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> "Config":
+        """Apply `group.key=value` strings (values parsed as YAML) or a {"group.key": value} dict."""
+        if isinstance(overrides, dict):
+            pairs = list(overrides.items())
+        else:
+            pairs = []
+            for item in overrides:
+                if "=" not in item:
+                    raise ConfigError(f"override {item!r} must look like group.key=value (e.g. train.seed=3)")
+                key, text = item.split("=", 1)
+                try:
+                    value = yaml.safe_load(text) if text != "" else None
+                except yaml.YAMLError:
+                    value = text
+                pairs.append((key.strip(), value))
+        raw = self.to_dict()
+        for key, value in pairs:
+            if key.count(".") != 1:
+                raise ConfigError(f"override key {key!r} must be group.key (e.g. train.seed)")
+            section, name = key.split(".")
+            if section not in raw:
+                raise ConfigError(_unknown("config group", section, raw))
+            raw[section][name] = value
+        return type(self).from_dict(raw)
+
+    # -- output -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str, str]]:
+        """(key, type, default, help) for every setting — used by docs and `dojo validate --explain`."""
+        rows = []
+        for section, group in cls.groups().items():
+            hints = typing.get_type_hints(group)
+            for spec in dataclasses.fields(group):
+                default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+                rows.append((f"{section}.{spec.name}", _describe(hints[spec.name]), repr(default), spec.metadata["help"]))
+        return rows
+
+
+def _unknown(what: str, name: str, allowed) -> str:
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(name, allowed, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"unknown {what} {name!r}; allowed: {', '.join(allowed)}.{hint}"

@@ -1,0 +1,1 @@
+"""Data: readers with precise errors, quality checks, splits and class balance."""

@@ -1,0 +1,1 @@
+"""Metrics, HTML report with plots, model card."""

@@ -1,0 +1,98 @@
+"""Metrics for classification and regression (scikit-learn underneath)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as sk
+
+PRIMARY = {"regression": "r2", "binary": "roc_auc", "multiclass": "accuracy"}
+# Metrics where lower is better (for comparisons in `dojo runs` and promotions later).
+LOWER_IS_BETTER = {"rmse", "mae", "mape", "log_loss", "rmse_log"}
+
+
+def compute(kind: str, y_true, values, probabilities: np.ndarray | None = None,
+            classes: list[str] | None = None) -> dict[str, Any]:
+    """Flat scalar metrics plus nested per-class table and confusion matrix for classifiers."""
+    if kind == "regression":
+        return regression(np.asarray(y_true, dtype=float), np.asarray(values, dtype=float))
+    return classification(np.asarray(y_true, dtype=object), np.asarray(values, dtype=object), probabilities, classes)
+
+
+def regression(y: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+    result = {
+        "rmse": float(np.sqrt(sk.mean_squared_error(y, predicted))),
+        "mae": float(sk.mean_absolute_error(y, predicted)),
+        "r2": float(sk.r2_score(y, predicted)) if len(y) > 1 else float("nan"),
+        "mape": float(sk.mean_absolute_percentage_error(y, predicted)),
+        "rows": int(len(y)),
+    }
+    if np.all(y > 0) and np.all(predicted > 0):  # the usual house-price score: RMSE of log values
+        result["rmse_log"] = float(np.sqrt(sk.mean_squared_error(np.log(y), np.log(predicted))))
+    return result
+
+
+def classification(y: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray | None,
+                   classes: list[str] | None) -> dict[str, Any]:
+    labels = list(classes) if classes is not None else sorted(set(y) | set(predicted))
+    result: dict[str, Any] = {
+        "accuracy": float(sk.accuracy_score(y, predicted)),
+        "balanced_accuracy": float(sk.balanced_accuracy_score(y, predicted)),
+        "rows": int(len(y)),
+    }
+    for average in ("macro", "weighted"):
+        p, r, f, _ = sk.precision_recall_fscore_support(y, predicted, labels=labels, average=average, zero_division=0)
+        result.update({f"precision_{average}": float(p), f"recall_{average}": float(r), f"f1_{average}": float(f)})
+    if probabilities is not None:
+        result.update(_probability_metrics(y, probabilities, labels))
+    p, r, f, support = sk.precision_recall_fscore_support(y, predicted, labels=labels, zero_division=0)
+    result["per_class"] = {label: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                                   "support": int(support[i])} for i, label in enumerate(labels)}
+    result["confusion_matrix"] = {"labels": labels,
+                                  "matrix": sk.confusion_matrix(y, predicted, labels=labels).tolist()}
+    return result
+
+
+def _probability_metrics(y: np.ndarray, probabilities: np.ndarray, labels: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    present = set(y)
+    clipped = np.clip(probabilities, 1e-15, 1)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    try:
+        out["log_loss"] = float(sk.log_loss(y, clipped, labels=labels))
+    except ValueError:
+        pass
+    if len(present) < 2:
+        return out  # ROC-AUC is undefined with one class in the evaluation rows
+    if len(labels) == 2:
+        out["roc_auc"] = float(sk.roc_auc_score(y == labels[1], probabilities[:, 1]))
+    elif present == set(labels):
+        out["roc_auc"] = float(sk.roc_auc_score(y, clipped, multi_class="ovr", average="macro", labels=labels))
+    return out
+
+
+def scalar(metrics: dict[str, Any]) -> dict[str, float]:
+    """Just the numbers (for tracking and tables)."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def worst_predictions(frame: pd.DataFrame, kind: str, y_true: pd.Series, values: np.ndarray,
+                      probabilities: np.ndarray | None, classes: list[str] | None, count: int) -> pd.DataFrame:
+    """The rows the model got most wrong, with their inputs — the start of any error analysis."""
+    if count <= 0 or len(frame) == 0:
+        return pd.DataFrame()
+    table = frame.reset_index(drop=True).copy()
+    table.insert(0, "actual", np.asarray(y_true))
+    table.insert(1, "predicted", values)
+    if kind == "regression":
+        error = np.abs(np.asarray(y_true, dtype=float) - np.asarray(values, dtype=float))
+        table.insert(2, "abs_error", error)
+        order = np.argsort(-error)
+    else:
+        index = {label: i for i, label in enumerate(classes)}
+        truth = np.array([index.get(label, -1) for label in np.asarray(y_true)])
+        confidence = np.where(truth >= 0, probabilities[np.arange(len(truth)), np.maximum(truth, 0)], 0.0)
+        table.insert(2, "probability_of_actual", confidence)
+        order = np.argsort(confidence)
+    return table.iloc[order[:count]]

@@ -1,0 +1,70 @@
+"""Matplotlib figures rendered to base64 PNG for embedding in a self-contained HTML report."""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+
+
+def _figure(width=5.5, height=4.0):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # reports are written on servers without a display
+    import matplotlib.pyplot as plt
+
+    return plt, plt.subplots(figsize=(width, height), dpi=100)
+
+
+def _encode(plt, figure) -> str:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def confusion_matrix(labels: list[str], matrix: list[list[int]]) -> str:
+    size = max(4.0, 0.6 * len(labels) + 2)
+    plt, (figure, axis) = _figure(size, size * 0.85)
+    data = np.asarray(matrix)
+    image = axis.imshow(data, cmap="Blues")
+    axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axis.set_yticks(range(len(labels)), labels)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("actual")
+    for (row, column), value in np.ndenumerate(data):
+        axis.text(column, row, str(value), ha="center", va="center",
+                  color="white" if value > data.max() / 2 else "black", fontsize=9)
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    return _encode(plt, figure)
+
+
+def predicted_vs_actual(actual: np.ndarray, predicted: np.ndarray) -> str:
+    plt, (figure, axis) = _figure()
+    axis.scatter(actual, predicted, s=8, alpha=0.5)
+    low, high = float(np.nanmin([actual.min(), predicted.min()])), float(np.nanmax([actual.max(), predicted.max()]))
+    axis.plot([low, high], [low, high], color="grey", linewidth=1)
+    axis.set_xlabel("actual")
+    axis.set_ylabel("predicted")
+    axis.set_title("Predicted vs actual")
+    return _encode(plt, figure)
+
+
+def residuals(actual: np.ndarray, predicted: np.ndarray) -> str:
+    plt, (figure, axis) = _figure()
+    axis.scatter(predicted, actual - predicted, s=8, alpha=0.5)
+    axis.axhline(0, color="grey", linewidth=1)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("actual − predicted")
+    axis.set_title("Residuals")
+    return _encode(plt, figure)
+
+
+def feature_importance(importance: dict[str, float], top: int = 20) -> str:
+    items = list(importance.items())[:top][::-1]
+    plt, (figure, axis) = _figure(6.0, max(3.0, 0.25 * len(items) + 1))
+    axis.barh([name for name, _ in items], [value for _, value in items])
+    axis.set_xlabel("share of total gain")
+    axis.set_title(f"Top {len(items)} features")
+    return _encode(plt, figure)

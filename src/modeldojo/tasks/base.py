@@ -1,0 +1,84 @@
+"""The Task interface every task folder implements (tabular now; text, image, LLM later).
+
+A task turns rows into a fitted model and back into predictions. Everything around it —
+reading, checks, splits, metrics, reports, run folders, tracking — is shared and lives in
+api.py, data/, evaluation/ and runs.py, so a new task only writes what is specific to it.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config
+from ..events import EventBus
+from ..registry import Registry
+
+TASKS: Registry[type["Task"]] = Registry("task")
+
+
+@dataclass
+class Prediction:
+    """Predicted values (regression) or labels (classification) plus class probabilities."""
+
+    values: np.ndarray
+    probabilities: np.ndarray | None = None  # shape (rows, classes), columns in `classes` order
+    classes: list[str] | None = None
+    notes: dict[str, Any] = field(default_factory=dict)  # e.g. unseen categories counted per column
+
+    def to_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame({"prediction": self.values})
+        if self.probabilities is not None:
+            for index, name in enumerate(self.classes):
+                frame[f"probability_{name}"] = self.probabilities[:, index]
+        return frame
+
+
+class Task(ABC):
+    """Fit / predict / save / load for one kind of data. Instances hold a fitted model."""
+
+    name: ClassVar[str]
+
+    def __init__(self, config: Config, kind: str, target: str) -> None:
+        self.config, self.kind, self.target = config, kind, target
+        self.classes: list[str] | None = None
+
+    # -- choosing a task ---------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def detect(cls, frame: pd.DataFrame, target: str | None) -> float:
+        """How well this task fits the data, 0..1 (the highest wins when task.name is auto)."""
+
+    @classmethod
+    @abstractmethod
+    def example(cls, kind: str, seed: int = 0) -> tuple[pd.DataFrame, str]:
+        """A small synthetic dataset and its target column: used by the task contract test."""
+
+    # -- the model ---------------------------------------------------------------------
+    @abstractmethod
+    def fit(self, train: pd.DataFrame, y_train: pd.Series, validation: pd.DataFrame | None,
+            y_validation: pd.Series | None, events: EventBus) -> dict[str, Any]:
+        """Fit on the training rows (y already validated for the kind); return facts for the run."""
+
+    @abstractmethod
+    def predict(self, frame: pd.DataFrame) -> Prediction: ...
+
+    def feature_importance(self) -> dict[str, float] | None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """What the model is, for the model card and `dojo runs`."""
+        return {"task": self.name, "kind": self.kind, "target": self.target}
+
+    # -- persistence (safe formats only: no pickle) -------------------------------------
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write the model into an empty directory (the caller makes it atomic)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, meta: dict[str, Any]) -> "Task": ...
