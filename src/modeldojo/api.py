@@ -236,3 +236,77 @@ def load(reference: str | Path, runs_dir: str | Path = "runs") -> Model:
     if (path / runs_module.META_FILE).is_file():
         return Model.load(path)
     return Model.load(Run.open(reference, runs_dir).model_dir)
+
+
+def evaluate(reference: str | Path, data=None, *, cv: int | None = None, runs_dir: str | Path = "runs",
+             events: ev.EventBus | None = None) -> dict[str, Any]:
+    """Re-evaluate a run: on new data (`data`), on its own test split, or by k-fold cross-validation.
+
+    Writes <run>/evaluation/report.html and metrics.json (and cv.json with cv); returns what it wrote.
+    """
+    run = Run.open(reference, runs_dir)
+    model = Model.load(run.model_dir)
+    config = Config.from_dict(model.meta["config"])
+    bus = events or ev.EventBus()
+    out = run.directory / "evaluation"
+    out.mkdir(exist_ok=True)
+    source = data if data is not None else config.data.path
+    if source is None:
+        raise ConfigError(f"run {run.name} was trained from an in-memory DataFrame; pass --data FILE to evaluate it")
+    prepared = prepare(source, config, run_checks=False)
+    result: dict[str, Any] = {"run": run.name, "data": str(source) if not isinstance(source, pd.DataFrame) else "<DataFrame>"}
+    if cv:
+        result["cv"] = cross_validate(prepared, cv, bus)
+        run.write_json("evaluation/cv.json", result["cv"])
+        scores, actual, predicted, worst = {}, None, None, None
+    else:
+        if data is None:
+            _require_same_data(run, prepared, config)
+            rows = _split(prepared)[2]
+            if len(rows) == 0:
+                raise ConfigError(f"run {run.name} has no test split (data.test_fraction=0); pass --data FILE")
+            frame, y = prepared.frame.iloc[rows], prepared.y.iloc[rows]
+        else:
+            frame, y = prepared.frame, prepared.y
+        bus.emit(ev.STAGE, name="evaluate", detail=f"{int(y.notna().sum())} rows")
+        scores, prediction, frame, y = _score(model._fitted(), frame, y, prepared.features)
+        actual, predicted = y.to_numpy(), prediction.values
+        worst = metrics_module.worst_predictions(frame[prepared.features], prepared.kind, y, prediction.values,
+                                                 prediction.probabilities, prediction.classes,
+                                                 config.evaluate.worst_examples)
+        result["metrics"] = scores
+        run.write_json("evaluation/metrics.json", scores)
+    report.write(out / "report.html", title=f"Evaluation of {run.name}", summary={"data": result["data"],
+                 "kind": prepared.kind, "target": config.data.target}, metrics=scores, kind=prepared.kind,
+                 actual=actual, predicted=predicted, worst=worst, importance=model.feature_importance(),
+                 cv=result.get("cv"))
+    result["report"] = str(out / "report.html")
+    return result
+
+
+def cross_validate(prepared: Prepared, k: int, bus: ev.EventBus) -> dict[str, Any]:
+    """k-fold (stratified / grouped as configured): fit a fresh model per fold, score on the held-out fold."""
+    data, seed = prepared.config.data, prepared.config.train.seed
+    groups = prepared.frame[data.group_column].astype(str).to_numpy() if data.group_column else None
+    table = []
+    for number, (train_rows, test_rows) in enumerate(splits.folds(prepared.y, prepared.kind, k, seed=seed,
+                                                                  groups=groups), start=1):
+        bus.emit(ev.STAGE, name="cv", detail=f"fold {number}/{k}")
+        inner_train, inner_validation = splits.holdout(train_rows, data.validation_fraction, prepared.y,
+                                                       prepared.kind, groups, seed + 1)
+        validation = (prepared.frame.iloc[inner_validation], prepared.y.iloc[inner_validation]) \
+            if len(inner_validation) else None
+        task, _ = _fit(prepared, inner_train, validation, bus)
+        scores = _score(task, prepared.frame.iloc[test_rows], prepared.y.iloc[test_rows], prepared.features)[0]
+        table.append({"fold": str(number), **metrics_module.scalar(scores)})
+    frame = pd.DataFrame(table).set_index("fold")
+    summary = [{"fold": "mean", **frame.mean().to_dict()}, {"fold": "std", **frame.std().to_dict()}]
+    return {"folds": k, "table": table + summary, "mean": summary[0], "std": summary[1]}
+
+
+def _require_same_data(run: Run, prepared: Prepared, config: Config) -> None:
+    recorded = run.read_json("data.json") or {}
+    current = runs_module.fingerprint(prepared.frame, config.data.path)
+    if recorded.get("sha256") and recorded["sha256"] != current["sha256"]:
+        raise DataError(f"{config.data.path} changed since run {run.name} was trained (sha256 differs), so its "
+                        "test split cannot be rebuilt; pass --data with a held-out file instead")

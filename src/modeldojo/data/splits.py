@@ -17,7 +17,7 @@ def _stratify_on(y: pd.Series, kind: str, positions: np.ndarray):
     return labels if counts.min() >= 2 else None  # sklearn cannot stratify a class seen once
 
 
-def _holdout(positions: np.ndarray, fraction: float, y: pd.Series, kind: str, groups, seed: int):
+def holdout(positions: np.ndarray, fraction: float, y: pd.Series, kind: str, groups, seed: int):
     if fraction <= 0 or len(positions) < 2:
         return positions, positions[:0]
     if groups is not None:
@@ -37,12 +37,12 @@ def split(y: pd.Series, kind: str, *, validation_fraction: float, test_fraction:
     rows as `train_test_split(X, y, test_size=0.2, random_state=0)` for regression.
     """
     positions = np.flatnonzero(y.notna().to_numpy())
-    rest, test = (positions, positions[:0]) if has_test else _holdout(positions, test_fraction, y, kind, groups, seed)
+    rest, test = (positions, positions[:0]) if has_test else holdout(positions, test_fraction, y, kind, groups, seed)
     if has_validation:
         return rest, rest[:0], test
     # validation_fraction is a share of all rows; convert to a share of what is left after the test cut.
     share = validation_fraction / max(1e-9, 1 - (0 if has_test else test_fraction))
-    train, validation = _holdout(rest, min(share, 0.5), y, kind, groups, seed + 1)
+    train, validation = holdout(rest, min(share, 0.5), y, kind, groups, seed + 1)
     if len(train) == 0:
         raise DataError(f"only {len(positions)} usable rows: nothing left to train on after the splits")
     return train, validation, test

@@ -29,9 +29,11 @@ def _flatten(config: dict[str, Any]) -> dict[str, str]:
 
 class MlflowTracker:
     def __init__(self, uri: str, experiment: str, runs_dir: str | Path) -> None:
-        for noisy in ("alembic", "mlflow"):  # schema migrations log at INFO on first use
-            logging.getLogger(noisy).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
+
+        # mlflow sets its loggers to INFO on import; schema migrations would print on first use.
+        for noisy in ("alembic", "mlflow"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri

@@ -1,0 +1,186 @@
+"""The `dojo` command: parsing and printing only; all work happens in api.py.
+
+Exit codes: 0 ok · 1 internal error · 2 bad command line or config · 3 bad data ·
+4 training failed · 5 run/model not found · 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__, events as ev
+from .errors import ConfigError, DojoError
+
+console = Console(stderr=True, highlight=False)  # human output on stderr; stdout stays clean for --json / data
+EXIT_CODES = "exit codes: 0 ok, 1 internal error, 2 bad command line/config, 3 bad data, 4 training failed, " \
+             "5 run or model not found, 130 interrupted"
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
+    common.add_argument("--json", action="store_true", help="print a JSON result on stdout (for scripts)")
+    common.add_argument("--runs-dir", default=None, help="folder holding run folders (default: runs)")
+    reading = argparse.ArgumentParser(add_help=False)
+    reading.add_argument("--delimiter", help="CSV field delimiter (default: sniffed)")
+    reading.add_argument("--encoding", help="text encoding of the data file (default: utf-8)")
+
+    parser = argparse.ArgumentParser(prog="dojo", description="modeldojo: train, check, evaluate and use models "
+                                     "on your own data.", epilog=EXIT_CODES)
+    parser.add_argument("--version", action="version", version=f"modeldojo {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str, example: str, parents=()):
+        return commands.add_parser(name, help=help, description=help, parents=[common, *parents],
+                                   epilog=f"example:\n  {example}\n\n{EXIT_CODES}",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    train = command("train", "Train, evaluate and save a model (data checks run first).",
+                    "dojo train houses.csv --target Sale_Price\n  dojo train examples/ames.yaml train.seed=3",
+                    [reading])
+    train.add_argument("inputs", nargs="*", metavar="DATA|CONFIG [key=value ...]",
+                       help="a data file or a YAML config, then optional overrides like train.seed=3")
+    train.add_argument("--target", help="column to predict")
+    train.add_argument("--task", help="task name (default: chosen from the data)")
+    train.add_argument("--kind", choices=["regression", "binary", "multiclass"], help="force the prediction kind")
+    train.add_argument("--model", help="learner: lightgbm (default), xgboost, catboost, random_forest, "
+                                       "extra_trees, decision_tree, hist_gradient_boosting, linear")
+    train.add_argument("--name", help="run name (default: <task>-<timestamp>)")
+    train.add_argument("--seed", type=int, help="random seed")
+    train.add_argument("--test-size", type=float, help="share of rows held out for testing (default 0.2)")
+    train.add_argument("--validation-data", help="separate validation file")
+    train.add_argument("--test-data", help="separate test file")
+    train.add_argument("--drop", action="append", metavar="COLUMN", help="never use this column (repeatable)")
+    train.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file in the runs folder)")
+    train.add_argument("--no-tracking", action="store_true", help="do not record the run in MLflow")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+
+    check = command("check", "Data-quality report before training: missing values, duplicates, ID-like and "
+                    "constant columns, class balance, leakage, suspected label errors.",
+                    "dojo check houses.csv --target Sale_Price --out checks.json", [reading])
+    check.add_argument("data", help="data file")
+    check.add_argument("--target", help="column to predict")
+    check.add_argument("--kind", choices=["regression", "binary", "multiclass"], help="force the prediction kind")
+    check.add_argument("--out", help="also save the report as JSON here")
+    check.add_argument("--no-label-errors", action="store_true", help="skip the label-error search (faster)")
+
+    validate = command("validate", "Check a YAML config without running anything.",
+                       "dojo validate examples/ames.yaml train.seed=3")
+    validate.add_argument("config", nargs="?", help="YAML config file")
+    validate.add_argument("overrides", nargs="*", help="key=value overrides")
+    validate.add_argument("--explain", action="store_true", help="list every setting with its type, default and help")
+
+    evaluate = command("evaluate", "Evaluate a run on its test split, on new labelled data, or by k-fold CV; "
+                       "writes report.html and metrics.json under <run>/evaluation/.",
+                       "dojo evaluate ames --data holdout.csv\n  dojo evaluate ames --cv 5", [reading])
+    evaluate.add_argument("run", help="run name or folder")
+    evaluate.add_argument("--data", help="labelled data to evaluate on (default: the run's own test split)")
+    evaluate.add_argument("--cv", type=int, metavar="K", help="k-fold cross-validation with the run's config")
+
+    predict = command("predict", "Predict with a trained run on new data.",
+                      "dojo predict ames --data new_houses.csv --out predictions.csv", [reading])
+    predict.add_argument("run", help="run name, run folder or model folder")
+    predict.add_argument("--data", required=True, help="CSV/TSV/JSONL/Parquet rows to predict")
+    predict.add_argument("--out", help="output file (.csv, .jsonl or .parquet); default: CSV on stdout")
+
+    command("runs", "List runs with their status and main test metric.", "dojo runs")
+    ui = command("ui", "Open the MLflow dashboard for the runs (needs `pip install modeldojo[ui]`).",
+                 "dojo ui --port 5000")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file in the runs folder)")
+    command("doctor", "Show versions, hardware, installed extras and offline assets.", "dojo doctor")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        from . import commands
+        result = getattr(commands, args.command)(args, _Output(args))
+        return result or 0
+    except DojoError as error:
+        _fail(args, str(error), error.exit_code)
+        return error.exit_code
+    except KeyboardInterrupt:
+        _fail(args, "interrupted", 130)
+        return 130
+    except Exception as error:  # a bug: show the traceback so it can be reported
+        traceback.print_exc()
+        _fail(args, f"internal error: {type(error).__name__}: {error}", 1)
+        return 1
+
+
+def _fail(args, message: str, code: int) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "exit_code": code}))
+    console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+
+
+class _Output:
+    """Printing helpers honouring --quiet and --json."""
+
+    def __init__(self, args) -> None:
+        self.args = args
+        self.quiet = args.quiet or args.json
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            console.print(text, soft_wrap=True)
+
+    def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
+        if self.quiet:
+            return
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*[_format(v) for v in row])
+        console.print(table)
+
+    def result(self, data: dict[str, Any]) -> None:
+        if self.args.json:
+            print(json.dumps(data, indent=2, default=str))
+
+    def progress(self) -> ev.EventBus:
+        bus = ev.EventBus()
+        bus.subscribe(ev.STAGE, lambda name, detail="", **_: self.say(f"[cyan]•[/] {name}: {detail}"))
+        return bus
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def overrides_and_source(inputs: list[str]) -> tuple[str | None, str | None, list[str]]:
+    """Split `train` positionals into (config file, data file, key=value overrides)."""
+    config = data = None
+    overrides = []
+    for item in inputs:
+        if "=" in item and not Path(item).exists():
+            overrides.append(item)
+        elif item.lower().endswith((".yaml", ".yml")):
+            if config:
+                raise ConfigError(f"two config files given: {config} and {item}")
+            config = item
+        elif data is None:
+            data = item
+        else:
+            raise ConfigError(f"unexpected argument {item!r}; overrides look like group.key=value")
+    return config, data, overrides
+
+
+if __name__ == "__main__":
+    sys.exit(main())

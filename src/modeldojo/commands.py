@@ -1,0 +1,194 @@
+"""What each `dojo` command does once its arguments are parsed (printing through cli._Output)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from . import api, environment, runs as runs_module
+from .cli import overrides_and_source
+from .config import Config
+from .errors import ConfigError, DataError
+from .evaluation.metrics import PRIMARY, scalar
+
+
+def _runs_dir(args, config: Config | None = None) -> str:
+    return args.runs_dir or (config.run.runs_dir if config else "runs")
+
+
+def _reading_overrides(args) -> dict:
+    pairs = {}
+    if getattr(args, "delimiter", None):
+        pairs["data.delimiter"] = args.delimiter.encode().decode("unicode_escape")  # lets users type \t
+    if getattr(args, "encoding", None):
+        pairs["data.encoding"] = args.encoding
+    return pairs
+
+
+def train(args, out) -> int:
+    config_path, data, overrides = overrides_and_source(args.inputs)
+    config = Config.load(config_path) if config_path else Config()
+    flags = {"data.target": args.target, "task.name": args.task, "task.kind": args.kind, "model.name": args.model,
+             "run.name": args.name, "train.seed": args.seed, "data.test_fraction": args.test_size,
+             "data.validation_path": args.validation_data, "data.test_path": args.test_data,
+             "tracking.uri": args.tracking_uri, "run.runs_dir": args.runs_dir, "data.path": data,
+             "data.drop_columns": args.drop, **_reading_overrides(args)}
+    if args.no_tracking:
+        flags["tracking.enabled"] = False
+    if args.overwrite:
+        flags["run.overwrite"] = True
+    config = config.with_overrides({k: v for k, v in flags.items() if v is not None}).with_overrides(overrides)
+    bus = out.progress()
+    bus.subscribe("checks_done", lambda report, **_: _print_findings(out, report))
+    bus.subscribe("run_started", lambda run, config, **_: out.say(
+        f"[cyan]•[/] run [bold]{run.name}[/]: task {config.task.name} ({config.task.kind})"))
+    result = api.train(config=config, events=bus)
+    metrics = scalar(result.metrics)
+    out.table(f"Test metrics ({result.metrics.get('rows', 0)} rows)", ["metric", "value"],
+              [[k, v] for k, v in metrics.items() if k != "rows"])
+    out.say(f"[green]✓[/] run saved to [bold]{result.path}[/]; report: {result.path / 'report.html'}")
+    out.result({"run": result.run.name, "path": str(result.path), "metrics": metrics, "fit": result.info,
+                "warnings": [f.message for f in result.checks.warnings]})
+    return 0
+
+
+def _print_findings(out, report) -> None:
+    out.say(f"[cyan]•[/] checks: {report.rows} rows × {report.columns} columns, target {report.target!r} "
+            f"({report.kind}); {len(report.warnings)} warning(s)")
+    for finding in report.warnings:
+        out.say(f"  [yellow]![/] {finding.message}")
+
+
+def check(args, out) -> int:
+    overrides = {"data.target": args.target, "task.kind": args.kind, **_reading_overrides(args)}
+    if args.no_label_errors:
+        overrides["data.label_error_check"] = False
+    config = Config().with_overrides({k: v for k, v in overrides.items() if v is not None})
+    report = api.check(args.data, config=config)
+    out.say(f"[bold]{report.source}[/]: {report.rows} rows × {report.columns} columns"
+            + (f", target {report.target!r} ({report.kind})" if report.target else ""))
+    out.table("Columns", ["column", "dtype", "missing", "missing %", "unique", "notes"],
+              [[r["column"], r["dtype"], r["missing"], r["missing_pct"], r["unique"], r["notes"]]
+               for r in report.column_table])
+    if report.class_counts:
+        out.table("Classes", ["class", "rows"], [[k, v] for k, v in report.class_counts.items()])
+    if report.label_issues:
+        out.table("Suspected label errors (most suspicious first)", ["where", "given", "suggested", "p(given)"],
+                  [[i["location"], i["given"], i["suggested"], i["given_label_probability"]]
+                   for i in report.label_issues])
+    colours = {"error": "red", "warning": "yellow", "info": "dim"}
+    out.table("Findings", ["severity", "finding"],
+              [[f"[{colours[f.severity]}]{f.severity}[/]", f.message] for f in report.findings])
+    if args.out:
+        runs_module.write_json(Path(args.out), report.to_dict())
+        out.say(f"saved {args.out}")
+    out.result(report.to_dict())
+    if report.errors:
+        out.say(f"[bold red]{len(report.errors)} blocking problem(s)[/]: training would stop here.")
+        return DataError.exit_code
+    return 0
+
+
+def validate(args, out) -> int:
+    if args.explain:
+        out.table("Settings", ["key", "type", "default", "help"], [list(row) for row in Config.describe()])
+        out.result({"settings": [dict(zip(["key", "type", "default", "help"], row)) for row in Config.describe()]})
+        return 0
+    if not args.config:
+        raise ConfigError("validate needs a config file (or --explain)")
+    config = Config.load(args.config, args.overrides)
+    out.say(f"[green]✓[/] {args.config} is valid")
+    if not out.quiet:
+        print(config.to_yaml())
+    out.result({"valid": True, "config": config.to_dict()})
+    return 0
+
+
+def evaluate(args, out) -> int:
+    data = args.data
+    if data and (args.delimiter or args.encoding):
+        from .data.readers import read
+        data = read(data, delimiter=args.delimiter, encoding=args.encoding or "utf-8")
+    result = api.evaluate(args.run, data, cv=args.cv, runs_dir=_runs_dir(args), events=out.progress())
+    if "cv" in result:
+        rows = result["cv"]["table"]
+        columns = [c for c in rows[0] if c != "rows"]
+        out.table(f"{args.cv}-fold cross-validation", columns, [[row.get(c) for c in columns] for row in rows])
+    else:
+        out.table("Metrics", ["metric", "value"], [[k, v] for k, v in scalar(result["metrics"]).items()])
+    out.say(f"[green]✓[/] report: {result['report']}")
+    out.result(result)
+    return 0
+
+
+def predict(args, out) -> int:
+    from .data.readers import read
+
+    model = api.load(args.run, _runs_dir(args))
+    frame = read(args.data, delimiter=args.delimiter, encoding=args.encoding or "utf-8")
+    prediction = model.predict_frame(frame)
+    for column, count in prediction.notes.get("unseen_categories", {}).items():
+        out.say(f"[yellow]![/] column {column!r}: {count} value(s) never seen in training, treated as missing")
+    table = pd.concat([frame.reset_index(drop=True), prediction.to_frame()], axis=1)
+    if args.out:
+        _write_table(table, Path(args.out))
+        out.say(f"[green]✓[/] {len(table)} predictions written to {args.out}")
+    elif not args.json:
+        sys.stdout.write(table.to_csv(index=False))
+    out.result({"rows": len(table), "out": args.out, "notes": prediction.notes,
+                "predictions": None if args.out else table["prediction"].tolist()})
+    return 0
+
+
+def _write_table(table: pd.DataFrame, path: Path) -> None:
+    suffix = path.suffix.lower()
+    temp = path.with_name(f".{path.name}.tmp")
+    if suffix == ".parquet":
+        table.to_parquet(temp, index=False)
+    elif suffix in (".jsonl", ".ndjson"):
+        table.to_json(temp, orient="records", lines=True)
+    else:
+        table.to_csv(temp, index=False, sep="\t" if suffix == ".tsv" else ",")
+    temp.replace(path)  # atomic: a crash never leaves half a predictions file
+
+
+def runs(args, out) -> int:
+    rows = runs_module.list_runs(_runs_dir(args))
+    table = []
+    for row in rows:
+        test = row["metrics"].get("test", {})
+        primary = PRIMARY.get(row["kind"] or "", "")
+        table.append([row["name"], row["status"], row["task"], row["kind"], row["learner"], row["started"],
+                      f"{primary} {test[primary]:.4g}" if primary in test else ""])
+    out.table(f"Runs in {_runs_dir(args)}", ["name", "status", "task", "kind", "learner", "started", "test"], table)
+    if not rows:
+        out.say("no runs yet: try `dojo train data.csv --target COLUMN`")
+    out.result({"runs": rows})
+    return 0
+
+
+def ui(args, out) -> int:
+    from .tracking.mlflow_tracker import default_uri
+
+    if not environment.importable("mlflow.server"):
+        raise ConfigError("the MLflow UI needs the full mlflow package: pip install 'modeldojo[ui]'")
+    uri = args.tracking_uri or default_uri(_runs_dir(args))
+    out.say(f"MLflow UI on http://127.0.0.1:{args.port} (tracking {uri}); Ctrl+C to stop")
+    return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                            "--host", "127.0.0.1", "--port", str(args.port)])
+
+
+def doctor(args, out) -> int:
+    info = environment.describe(full=True)
+    hardware = info["hardware"]
+    out.table("Hardware", ["", ""], [["CPU cores", hardware["cpu_cores"]], ["memory (GiB)", hardware["memory_gib"]],
+                                     ["GPU", ", ".join(hardware["gpus"]) or "none"],
+                                     ["system", f"{hardware['system']} {hardware['machine']}"]])
+    out.table(f"Python {info['python']} packages", ["package", "version"], [[k, v] for k, v in info["packages"].items()])
+    out.table("Extras", ["extra", "installed"], [[k, "yes" if v else "no"] for k, v in info["extras"].items()])
+    out.table("Offline assets", ["package", "installed", "what"],
+              [[k, "yes" if v["installed"] else "no", v["what"]] for k, v in info["offline_assets"].items()])
+    out.result(info)
+    return 0
