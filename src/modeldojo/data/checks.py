@@ -113,9 +113,11 @@ def _column_table(frame: pd.DataFrame, target: str | None, report: CheckReport) 
         values = frame[column]
         missing = int(values.isna().sum())
         unique = int(values.nunique(dropna=True))
+        # Constant means one value and no missing cells: "present vs missing" can itself carry signal.
+        constant = int(values.nunique(dropna=False)) <= 1
         notes = []
         if column != target:
-            if unique <= 1:
+            if constant:
                 notes.append("constant")
                 report.constant_columns.append(str(column))
                 report.add("constant", "warning", f"column {column!r} has a single value; it is not used", column)

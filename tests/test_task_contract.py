@@ -1,0 +1,30 @@
+"""Every registered task, every kind it supports: fit → predict → save → load → identical predictions.
+
+Tasks join automatically: a new task folder registers itself and provides `example()` data.
+"""
+import numpy as np
+import pytest
+
+import modeldojo as dojo
+from modeldojo import tasks
+
+tasks.load_all()
+CASES = [(name, kind) for name in tasks.TASKS.names() for kind in ("regression", "binary", "multiclass")]
+
+
+@pytest.mark.parametrize("task_name, kind", CASES)
+def test_task_contract(task_name, kind, tmp_path):
+    frame, target = tasks.get(task_name).example(kind, seed=0)
+    result = dojo.train(frame, target=target, task=task_name, kind=kind, runs_dir=str(tmp_path), tracking=False,
+                        name="contract")
+    assert result.run.status()["status"] == "completed"
+    assert result.metrics["rows"] > 0
+    new_rows = frame.drop(columns=[target]).head(25)
+    before = result.model.predict_frame(new_rows)
+    saved = result.model.save(tmp_path / "exported-model")
+    for reloaded in (dojo.load(result.path), dojo.load(saved)):
+        after = reloaded.predict_frame(new_rows)
+        assert np.array_equal(before.values, after.values)
+        if before.probabilities is not None:
+            assert np.array_equal(before.probabilities, after.probabilities)
+    assert not list(tmp_path.glob("**/*.tmp*")), "temporary files left behind"
