@@ -73,3 +73,13 @@ def test_evaluate_on_data_and_cross_validation(regression_frame, fast, write_csv
     cv = evaluate("ev", cv=3, runs_dir=fast["runs_dir"])["cv"]
     assert cv["folds"] == 3 and len(cv["table"]) == 5 and cv["mean"]["r2"] > 0.5
     assert (result.path / "evaluation" / "report.html").is_file()
+
+
+def test_evaluate_new_data_with_one_class_uses_the_models_features(binary_frame, fast, write_csv):
+    from modeldojo.api import evaluate
+
+    dojo.train(write_csv(binary_frame), target="price", name="b", **fast)
+    only_high = binary_frame[binary_frame["price"] == "high"].head(8).copy()
+    only_high["rooms"] = range(8)  # unique per row: must not be mistaken for an ID column here
+    result = evaluate("b", write_csv(only_high, "high.csv"), runs_dir=fast["runs_dir"])
+    assert result["metrics"]["rows"] == 8 and "roc_auc" not in result["metrics"]

@@ -132,11 +132,12 @@ def _fit(prepared: Prepared, train_rows: np.ndarray, validation: tuple[pd.DataFr
     return task, info
 
 
-def _score(task, frame: pd.DataFrame, y: pd.Series, features: list[str]):
+def _score(predict, frame: pd.DataFrame, y: pd.Series, kind: str):
+    """Metrics of `predict` (frame → Prediction) on the rows whose target is present."""
     keep = y.notna().to_numpy()
     frame, y = frame[keep], y[keep]
-    prediction = task.predict(frame[features])
-    scores = metrics_module.compute(task.kind, y.to_numpy(), prediction.values, prediction.probabilities,
+    prediction = predict(frame)
+    scores = metrics_module.compute(kind, y.to_numpy(), prediction.values, prediction.probabilities,
                                     prediction.classes)
     return scores, prediction, frame, y
 
@@ -186,7 +187,8 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
         worst = pd.DataFrame()
         if test is not None:
             bus.emit(ev.STAGE, name="evaluate", detail=f"{len(test[1])} test rows")
-            scores, prediction, test_frame, test_y = _score(task, test[0], test[1], prepared.features)
+            scores, prediction, test_frame, test_y = _score(
+                lambda rows: task.predict(rows[prepared.features]), test[0], test[1], prepared.kind)
             worst = metrics_module.worst_predictions(
                 test_frame[prepared.features], prepared.kind, test_y, prediction.values, prediction.probabilities,
                 prediction.classes, config.evaluate.worst_examples)
@@ -253,31 +255,34 @@ def evaluate(reference: str | Path, data=None, *, cv: int | None = None, runs_di
     source = data if data is not None else config.data.path
     if source is None:
         raise ConfigError(f"run {run.name} was trained from an in-memory DataFrame; pass --data FILE to evaluate it")
-    prepared = prepare(source, config, run_checks=False)
-    result: dict[str, Any] = {"run": run.name, "data": str(source) if not isinstance(source, pd.DataFrame) else "<DataFrame>"}
+    result: dict[str, Any] = {"run": run.name, "data": "<DataFrame>" if isinstance(source, pd.DataFrame) else str(source)}
+    kind, target = model.kind, config.data.target
     if cv:
-        result["cv"] = cross_validate(prepared, cv, bus)
+        result["cv"] = cross_validate(prepare(source, config, run_checks=False), cv, bus)
         run.write_json("evaluation/cv.json", result["cv"])
         scores, actual, predicted, worst = {}, None, None, None
     else:
-        if data is None:
+        if data is None:  # the run's own test split, rebuilt from the same file and seed
+            prepared = prepare(source, config, run_checks=False)
             _require_same_data(run, prepared, config)
             rows = _split(prepared)[2]
             if len(rows) == 0:
                 raise ConfigError(f"run {run.name} has no test split (data.test_fraction=0); pass --data FILE")
             frame, y = prepared.frame.iloc[rows], prepared.y.iloc[rows]
-        else:
-            frame, y = prepared.frame, prepared.y
+        else:  # new labelled data: no training checks (one class or few rows are fine here)
+            frame = _read(data, config)
+            require_column(frame, target, "target")
+            y = target_values(frame, target, kind)
         bus.emit(ev.STAGE, name="evaluate", detail=f"{int(y.notna().sum())} rows")
-        scores, prediction, frame, y = _score(model._fitted(), frame, y, prepared.features)
+        scores, prediction, frame, y = _score(model.predict_frame, frame, y, kind)
         actual, predicted = y.to_numpy(), prediction.values
-        worst = metrics_module.worst_predictions(frame[prepared.features], prepared.kind, y, prediction.values,
+        worst = metrics_module.worst_predictions(frame[model.features], kind, y, prediction.values,
                                                  prediction.probabilities, prediction.classes,
                                                  config.evaluate.worst_examples)
         result["metrics"] = scores
         run.write_json("evaluation/metrics.json", scores)
     report.write(out / "report.html", title=f"Evaluation of {run.name}", summary={"data": result["data"],
-                 "kind": prepared.kind, "target": config.data.target}, metrics=scores, kind=prepared.kind,
+                 "kind": kind, "target": target}, metrics=scores, kind=kind,
                  actual=actual, predicted=predicted, worst=worst, importance=model.feature_importance(),
                  cv=result.get("cv"))
     result["report"] = str(out / "report.html")
@@ -297,7 +302,8 @@ def cross_validate(prepared: Prepared, k: int, bus: ev.EventBus) -> dict[str, An
         validation = (prepared.frame.iloc[inner_validation], prepared.y.iloc[inner_validation]) \
             if len(inner_validation) else None
         task, _ = _fit(prepared, inner_train, validation, bus)
-        scores = _score(task, prepared.frame.iloc[test_rows], prepared.y.iloc[test_rows], prepared.features)[0]
+        scores = _score(lambda rows: task.predict(rows[prepared.features]), prepared.frame.iloc[test_rows],
+                        prepared.y.iloc[test_rows], prepared.kind)[0]
         table.append({"fold": str(number), **metrics_module.scalar(scores)})
     frame = pd.DataFrame(table).set_index("fold")
     summary = [{"fold": "mean", **frame.mean().to_dict()}, {"fold": "std", **frame.std().to_dict()}]
