@@ -141,7 +141,8 @@ class _Output:
     def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
         if self.quiet:
             return
-        table = Table(title=title, title_justify="left")
+        console.print(f"[bold]{title}[/]")  # a title above, not in, the table: narrow tables would wrap it
+        table = Table()
         for column in columns:
             table.add_column(column)
         for row in rows:
