@@ -128,3 +128,11 @@ def test_console_script_help_and_exit_code(tmp_path):
     missing = subprocess.run([dojo, "train", str(tmp_path / "none.csv"), "--target", "y"], capture_output=True,
                              text=True, cwd=tmp_path)
     assert missing.returncode == 3 and "file not found" in missing.stderr
+
+
+def test_ui_without_full_mlflow_explains_the_extra(capsys, monkeypatch):
+    from modeldojo import environment
+
+    monkeypatch.setattr(environment, "extra_installed", lambda extra: False)
+    code, _, err = run_cli(capsys, "ui")
+    assert code == 2 and "pip install 'modeldojo[ui]'" in err

@@ -297,6 +297,7 @@ def cross_validate(prepared: Prepared, k: int, bus: ev.EventBus) -> dict[str, An
     for number, (train_rows, test_rows) in enumerate(splits.folds(prepared.y, prepared.kind, k, seed=seed,
                                                                   groups=groups), start=1):
         bus.emit(ev.STAGE, name="cv", detail=f"fold {number}/{k}")
+        bus.emit(ev.PROGRESS, name="cross-validation folds", completed=number - 1, total=k)
         inner_train, inner_validation = splits.holdout(train_rows, data.validation_fraction, prepared.y,
                                                        prepared.kind, groups, seed + 1)
         validation = (prepared.frame.iloc[inner_validation], prepared.y.iloc[inner_validation]) \

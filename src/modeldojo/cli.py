@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 from rich.table import Table
 
 from . import __version__, events as ev
@@ -105,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    output = _Output(args)
     try:
         from . import commands
-        result = getattr(commands, args.command)(args, _Output(args))
+        result = getattr(commands, args.command)(args, output)
         return result or 0
     except DojoError as error:
         _fail(args, str(error), error.exit_code)
@@ -119,12 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         _fail(args, f"internal error: {type(error).__name__}: {error}", 1)
         return 1
+    finally:
+        output.close()
 
 
 def _fail(args, message: str, code: int) -> None:
     if getattr(args, "json", False):
         print(json.dumps({"error": message, "exit_code": code}))
-    console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
 class _Output:
@@ -146,7 +152,7 @@ class _Output:
         for column in columns:
             table.add_column(column)
         for row in rows:
-            table.add_row(*[_format(v) for v in row])
+            table.add_row(*[v if isinstance(v, Text) else escape(_format(v)) for v in row])
         console.print(table)
 
     def result(self, data: dict[str, Any]) -> None:
@@ -155,8 +161,46 @@ class _Output:
 
     def progress(self) -> ev.EventBus:
         bus = ev.EventBus()
-        bus.subscribe(ev.STAGE, lambda name, detail="", **_: self.say(f"[cyan]•[/] {name}: {detail}"))
+        if not self.quiet:
+            self.view = _ProgressView()
+            bus.subscribe_all(self.view)
         return bus
+
+    def close(self) -> None:
+        if getattr(self, "view", None) is not None:
+            self.view._close()
+
+
+class _ProgressView:
+    """Stage lines plus live rich progress bars (boosting rounds, CV folds), driven by events."""
+
+    def __init__(self) -> None:
+        self.bars: Progress | None = None
+        self.ids: dict[str, int] = {}
+
+    def on_stage(self, name: str, detail: str = "", **_: Any) -> None:
+        self._close()  # a new stage ends the previous bars (early stopping ends before `total`)
+        console.print(f"[cyan]•[/] {name}: {escape(detail)}", soft_wrap=True)
+
+    def on_progress(self, name: str, completed: int, total: int, **_: Any) -> None:
+        if self.bars is None:
+            self.bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+            self.bars.start()
+        if name not in self.ids:
+            self.ids[name] = self.bars.add_task(name, total=total)
+        self.bars.update(self.ids[name], completed=completed, total=total)
+
+    def on_run_completed(self, **_: Any) -> None:
+        self._close()
+
+    def on_run_failed(self, **_: Any) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.bars is not None:
+            self.bars.stop()
+            self.bars, self.ids = None, {}
 
 
 def _format(value: Any) -> str:

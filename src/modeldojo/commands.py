@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from rich.markup import escape
+from rich.text import Text
 
 from . import api, environment, runs as runs_module
 from .cli import overrides_and_source
@@ -48,17 +50,18 @@ def train(args, out) -> int:
     metrics = scalar(result.metrics)
     out.table(f"Test metrics ({result.metrics.get('rows', 0)} rows)", ["metric", "value"],
               [[k, v] for k, v in metrics.items() if k != "rows"])
-    out.say(f"[green]✓[/] run saved to [bold]{result.path}[/]; report: {result.path / 'report.html'}")
+    out.say(f"[green]✓[/] run saved to [bold]{escape(str(result.path))}[/]; "
+            f"report: {escape(str(result.path / 'report.html'))}")
     out.result({"run": result.run.name, "path": str(result.path), "metrics": metrics, "fit": result.info,
                 "warnings": [f.message for f in result.checks.warnings]})
     return 0
 
 
 def _print_findings(out, report) -> None:
-    out.say(f"[cyan]•[/] checks: {report.rows} rows × {report.columns} columns, target {report.target!r} "
+    out.say(f"[cyan]•[/] checks: {report.rows} rows × {report.columns} columns, target {escape(repr(report.target))} "
             f"({report.kind}); {len(report.warnings)} warning(s)")
     for finding in report.warnings:
-        out.say(f"  [yellow]![/] {finding.message}")
+        out.say(f"  [yellow]![/] {escape(finding.message)}")
 
 
 def check(args, out) -> int:
@@ -67,8 +70,8 @@ def check(args, out) -> int:
         overrides["data.label_error_check"] = False
     config = Config().with_overrides({k: v for k, v in overrides.items() if v is not None})
     report = api.check(args.data, config=config)
-    out.say(f"[bold]{report.source}[/]: {report.rows} rows × {report.columns} columns"
-            + (f", target {report.target!r} ({report.kind})" if report.target else ""))
+    out.say(f"[bold]{escape(report.source)}[/]: {report.rows} rows × {report.columns} columns"
+            + (escape(f", target {report.target!r} ({report.kind})") if report.target else ""))
     out.table("Columns", ["column", "dtype", "missing", "missing %", "unique", "notes"],
               [[r["column"], r["dtype"], r["missing"], r["missing_pct"], r["unique"], r["notes"]]
                for r in report.column_table])
@@ -80,10 +83,10 @@ def check(args, out) -> int:
                    for i in report.label_issues])
     colours = {"error": "red", "warning": "yellow", "info": "dim"}
     out.table("Findings", ["severity", "finding"],
-              [[f"[{colours[f.severity]}]{f.severity}[/]", f.message] for f in report.findings])
+              [[Text(f.severity, style=colours[f.severity]), f.message] for f in report.findings])
     if args.out:
         runs_module.write_json(Path(args.out), report.to_dict())
-        out.say(f"saved {args.out}")
+        out.say(f"saved {escape(args.out)}")
     out.result(report.to_dict())
     if report.errors:
         out.say(f"[bold red]{len(report.errors)} blocking problem(s)[/]: training would stop here.")
@@ -99,7 +102,7 @@ def validate(args, out) -> int:
     if not args.config:
         raise ConfigError("validate needs a config file (or --explain)")
     config = Config.load(args.config, args.overrides)
-    out.say(f"[green]✓[/] {args.config} is valid")
+    out.say(f"[green]✓[/] {escape(args.config)} is valid")
     if not out.quiet:
         print(config.to_yaml())
     out.result({"valid": True, "config": config.to_dict()})
@@ -118,7 +121,7 @@ def evaluate(args, out) -> int:
         out.table(f"{args.cv}-fold cross-validation", columns, [[row.get(c) for c in columns] for row in rows])
     else:
         out.table("Metrics", ["metric", "value"], [[k, v] for k, v in scalar(result["metrics"]).items()])
-    out.say(f"[green]✓[/] report: {result['report']}")
+    out.say(f"[green]✓[/] report: {escape(result['report'])}")
     out.result(result)
     return 0
 
@@ -130,11 +133,12 @@ def predict(args, out) -> int:
     frame = read(args.data, delimiter=args.delimiter, encoding=args.encoding or "utf-8")
     prediction = model.predict_frame(frame)
     for column, count in prediction.notes.get("unseen_categories", {}).items():
-        out.say(f"[yellow]![/] column {column!r}: {count} value(s) never seen in training, treated as missing")
+        out.say(f"[yellow]![/] column {escape(repr(column))}: {count} value(s) never seen in training, "
+                "treated as missing")
     table = pd.concat([frame.reset_index(drop=True), prediction.to_frame()], axis=1)
     if args.out:
         _write_table(table, Path(args.out))
-        out.say(f"[green]✓[/] {len(table)} predictions written to {args.out}")
+        out.say(f"[green]✓[/] {len(table)} predictions written to {escape(args.out)}")
     elif not args.json:
         sys.stdout.write(table.to_csv(index=False))
     out.result({"rows": len(table), "out": args.out, "notes": prediction.notes,
@@ -172,10 +176,11 @@ def runs(args, out) -> int:
 def ui(args, out) -> int:
     from .tracking.mlflow_tracker import default_uri
 
-    if not environment.importable("mlflow.server"):
+    # mlflow-skinny (the core dependency) has the server code but not the web front end.
+    if not environment.extra_installed("ui"):
         raise ConfigError("the MLflow UI needs the full mlflow package: pip install 'modeldojo[ui]'")
     uri = args.tracking_uri or default_uri(_runs_dir(args))
-    out.say(f"MLflow UI on http://127.0.0.1:{args.port} (tracking {uri}); Ctrl+C to stop")
+    out.say(f"MLflow UI on http://127.0.0.1:{args.port} (tracking {escape(uri)}); Ctrl+C to stop")
     return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                             "--host", "127.0.0.1", "--port", str(args.port)])
 

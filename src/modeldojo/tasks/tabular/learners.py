@@ -30,6 +30,7 @@ class Learner:
         self.max_rounds = max_rounds
         self.params, self.categorical = dict(params), list(categorical)
         self.best_rounds: int | None = None
+        self.on_round = None  # optional callable(completed, total) for progress display
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, weights: np.ndarray | None, X_val: pd.DataFrame | None = None,
             y_val: np.ndarray | None = None, *, rounds: int | None = None, patience: int = 0) -> None:
@@ -83,6 +84,8 @@ class LightGBMLearner(Learner):
             valid_sets = [lgb.Dataset(X_val, y_val, reference=train)]
             callbacks.append(lgb.early_stopping(patience, verbose=False))
         total = rounds or self.params.get("n_estimators") or (self.max_rounds if valid_sets else ROUNDS_WITHOUT_VALIDATION)
+        if self.on_round:
+            callbacks.append(lambda env: self.on_round(env.iteration + 1, env.end_iteration))
         self.booster = lgb.train(self._params(), train, num_boost_round=total, valid_sets=valid_sets, callbacks=callbacks)
         self.best_rounds = self.booster.best_iteration or self.booster.current_iteration()
 
@@ -124,12 +127,15 @@ class XGBoostLearner(Learner):
 
         train = xgb.DMatrix(X, y, weight=weights, enable_categorical=True)
         kwargs: dict[str, Any] = {}
-        if X_val is not None and rounds is None and patience:
+        early = X_val is not None and rounds is None and patience
+        if early:
             kwargs = {"evals": [(xgb.DMatrix(X_val, y_val, enable_categorical=True), "validation")],
                       "early_stopping_rounds": patience, "verbose_eval": False}
-        total = rounds or self.params.get("n_estimators") or (self.max_rounds if kwargs else ROUNDS_WITHOUT_VALIDATION)
+        total = rounds or self.params.get("n_estimators") or (self.max_rounds if early else ROUNDS_WITHOUT_VALIDATION)
+        if self.on_round:
+            kwargs["callbacks"] = [_XGBoostProgress(self.on_round, total)]
         booster = xgb.train(self._params(), train, num_boost_round=total, **kwargs)
-        if kwargs:
+        if early:
             self.best_rounds = booster.best_iteration + 1
             booster = booster[: self.best_rounds]
         else:
@@ -207,6 +213,20 @@ class CatBoostLearner(Learner):
 
     def feature_importance(self, columns):
         return dict(zip(columns, self.model.get_feature_importance().astype(float)))
+
+
+class _XGBoostProgress:
+    """Adapter: XGBoost calls after_iteration on a TrainingCallback; built lazily to keep xgboost optional."""
+
+    def __new__(cls, report, total):
+        import xgboost as xgb
+
+        class Callback(xgb.callback.TrainingCallback):
+            def after_iteration(self, model, epoch, evals_log):
+                report(epoch + 1, total)
+                return False
+
+        return Callback()
 
 
 def scaled_rounds(best: int, train_rows: int, all_rows: int) -> int:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ...data.balance import sample_weights
 from ...errors import ConfigError
-from ...events import STAGE, EventBus
+from ...events import PROGRESS, STAGE, EventBus
 from ..base import TASKS, Prediction, Task
 from .learners import LEARNERS, scaled_rounds
 from .preprocess import Preprocessor
@@ -73,8 +73,11 @@ class TabularTask(Task):
             weights_val = sample_weights(y_validation, self.config.data.class_weights) if has_validation else None
 
         def make():
-            return learner_class(self.kind, len(self.classes or []), model.params, settings.seed, settings.threads,
-                                 self.preprocessor.categorical_columns, max_rounds=settings.max_rounds)
+            learner = learner_class(self.kind, len(self.classes or []), model.params, settings.seed, settings.threads,
+                                    self.preprocessor.categorical_columns, max_rounds=settings.max_rounds)
+            learner.on_round = lambda done, total: events.emit(PROGRESS, name="boosting rounds", completed=done,
+                                                               total=total)
+            return learner
 
         events.emit(STAGE, name="fit", detail=f"{self.learner_name} on {len(train)} rows, "
                                                f"{len(self.preprocessor.output_columns)} features")
