@@ -76,3 +76,12 @@ def test_label_errors_are_found():
     found = {issue["row"] for issue in report.label_issues}
     assert len(found & set(flipped)) >= 3
     assert "label_errors" in codes(report, "warning")
+
+
+def test_infinite_regression_targets_are_dropped_with_a_warning():
+    frame = pd.DataFrame({"x": np.arange(50.0), "y": np.arange(50.0)})
+    frame.loc[[3, 7], "y"] = np.inf
+    frame.loc[9, "y"] = np.nan
+    report = run_checks(frame, "y", label_errors=False)
+    [finding] = [f for f in report.findings if f.code == "target_missing"]
+    assert "missing/NaN in 1 rows and infinite in 2" in finding.message and "line" not in finding.message

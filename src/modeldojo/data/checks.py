@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .readers import row_location, source_name
-from .target import infer_kind, target_values
+from .target import infer_kind, require_column, target_values
 
 ID_NAME = re.compile(r"(^|[_\s.-])(id|uuid|guid|key|rownames|index)$", re.IGNORECASE)
 HIGH_CARDINALITY = 50
@@ -71,7 +71,6 @@ def run_checks(frame: pd.DataFrame, target: str | None, *, kind: str = "auto", s
     if target is None:
         return report
     if target not in frame.columns:
-        from .target import require_column
         try:
             require_column(frame, target, "target")
         except Exception as error:  # reuse the message with its suggestions
@@ -249,6 +248,7 @@ def _label_errors(frame: pd.DataFrame, encoded: pd.DataFrame, y: pd.Series, posi
             "location": row_location(frame, position), "row": position, "given": classes[codes[index]],
             "suggested": classes[int(np.argmax(probabilities[index]))],
             "given_label_probability": round(float(probabilities[index, codes[index]]), 4)})
-    report.add("label_errors", "warning", f"{len(ranked)} rows look mislabelled ({len(ranked) / len(y):.1%}; "
-               f"cleanlab on out-of-fold probabilities); the {min(shown, len(ranked))} most suspicious are listed",
+    report.add("label_errors", "warning", f"{len(ranked)} rows ({len(ranked) / len(y):.1%}) have a label that "
+               "out-of-fold predictions disagree with (cleanlab): suspected label errors or genuinely hard cases; "
+               f"the {min(shown, len(ranked))} most suspicious are listed",
                report.target, count=int(len(ranked)))

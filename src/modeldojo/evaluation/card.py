@@ -29,7 +29,7 @@ def write(path: Path, *, name: str, description: dict[str, Any], metrics: dict[s
               f"{fingerprint.get('validation_rows')}, test {fingerprint.get('test_rows')})", "",
               "## Test metrics", ""]
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" for k, v in scalars.items()] + [""]
+    lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_number(v)} |" for k, v in scalars.items()] + [""]
     lines += ["## Data-quality warnings", ""]
     warnings = [f for f in (checks or {}).get("findings", []) if f["severity"] == "warning"]
     lines += [f"- {w['message']}" for w in warnings] or ["- none"]
@@ -39,3 +39,7 @@ def write(path: Path, *, name: str, description: dict[str, Any], metrics: dict[s
               "- The model learns correlations in the training data, including its biases.", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"

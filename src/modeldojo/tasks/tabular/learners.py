@@ -5,7 +5,6 @@ y arrives encoded: floats for regression, integer codes 0..k-1 for classificatio
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, ClassVar
@@ -233,6 +232,3 @@ def scaled_rounds(best: int, train_rows: int, all_rows: int) -> int:
     """Round count for a refit on more rows: more data supports proportionally more rounds."""
     return max(1, math.ceil(best * all_rows / max(1, train_rows)))
 
-
-def write_json(path: Path, state: dict[str, Any]) -> None:
-    path.write_text(json.dumps(state, indent=2, default=float), encoding="utf-8")
