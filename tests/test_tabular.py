@@ -15,7 +15,7 @@ SMALL = {"n_estimators": 30}  # boosted learners: few rounds keep the test fast
 def test_every_learner_fits_saves_and_reloads_identically(learner, kind, fast):
     from modeldojo.tasks.tabular import TabularTask
 
-    frame, target = TabularTask.example(kind, seed=1)
+    frame, target, _ = TabularTask.example(kind, seed=1)
     params = SMALL if learner in ("lightgbm", "xgboost", "catboost") else {}
     if learner in ("random_forest", "extra_trees"):
         params = {"n_estimators": 20}

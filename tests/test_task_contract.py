@@ -9,14 +9,14 @@ import modeldojo as dojo
 from modeldojo import tasks
 
 tasks.load_all()
-CASES = [(name, kind) for name in tasks.TASKS.names() for kind in ("regression", "binary", "multiclass")]
+CASES = [(name, kind) for name in tasks.TASKS.names() for kind in tasks.get(name).supported_kinds]
 
 
 @pytest.mark.parametrize("task_name, kind", CASES)
 def test_task_contract(task_name, kind, tmp_path):
-    frame, target = tasks.get(task_name).example(kind, seed=0)
+    frame, target, overrides = tasks.get(task_name).example(kind, seed=0)
     result = dojo.train(frame, target=target, task=task_name, kind=kind, runs_dir=str(tmp_path), tracking=False,
-                        name="contract")
+                        name="contract", overrides=overrides)
     assert result.run.status()["status"] == "completed"
     assert result.metrics["rows"] > 0
     new_rows = frame.drop(columns=[target]).head(25)

@@ -98,10 +98,11 @@ def prepare(data=None, config: Config | None = None, *, run_checks: bool = True)
     for column in [target, *config.data.drop_columns, *filter(None, [config.data.group_column])]:
         require_column(frame, column, "target" if column == target else "configured")
     task_name = config.task.name if config.task.name != "auto" else tasks.detect(frame, target)
-    tasks.get(task_name)  # unknown task names fail here, before any compute
+    task_class = tasks.get(task_name)  # unknown task names fail here, before any compute
     report_ = checks_module.run_checks(
         frame, target, kind=config.task.kind, seed=config.train.seed,
-        label_errors=run_checks and config.data.label_error_check, sample_rows=config.data.check_sample_rows,
+        label_errors=run_checks and config.data.label_error_check and task_class.row_label_checks,
+        sample_rows=config.data.check_sample_rows,
         drop_columns=config.data.drop_columns)
     if report_.errors:
         raise DataError("\n".join(f.message for f in report_.errors))
@@ -119,9 +120,10 @@ def prepare(data=None, config: Config | None = None, *, run_checks: bool = True)
 
 
 def _fit(prepared: Prepared, train_rows: np.ndarray, validation: tuple[pd.DataFrame, pd.Series] | None,
-         bus: ev.EventBus):
+         bus: ev.EventBus, workdir: Path | None = None):
     frame, y, config = prepared.frame, prepared.y, prepared.config
     task = tasks.get(prepared.task_name)(config, prepared.kind, config.data.target)
+    task.workdir = workdir
     if prepared.kind != "regression":
         train_rows = balance.resample(train_rows, y, config.data.resample, config.train.seed)
     X_val, y_val = (validation[0][prepared.features], validation[1]) if validation is not None else (None, None)
@@ -166,7 +168,7 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
     test = prepared.test or ((frame.iloc[test_rows], y.iloc[test_rows]) if len(test_rows) else None)
 
     name = config.run.name or runs_module.default_name(prepared.task_name)
-    run = Run.create(config.run.runs_dir, name, config.run.overwrite)
+    run = Run.create(config.run.runs_dir, name, config.run.overwrite, resume=config.train.resume)
     if config.tracking.enabled:
         from .tracking.mlflow_tracker import MlflowTracker, default_uri
 
@@ -182,7 +184,10 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
         run.write_json("environment.json", describe_environment())
         run.write_json("checks.json", prepared.checks.to_dict())
         bus.emit(ev.RUN_STARTED, run=run, config=config)
-        task, info = _fit(prepared, train_rows, validation, bus)
+        task, info = _fit(prepared, train_rows, validation, bus, workdir=run.directory)
+        history = info.pop("history", None)
+        if history:
+            run.write_json("history.json", history)
         scores = {}
         worst = pd.DataFrame()
         if test is not None:
@@ -195,7 +200,7 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
         bus.emit(ev.METRICS, metrics=scores, prefix="test_")
         bus.emit(ev.METRICS, metrics={k: v for k, v in info.items() if isinstance(v, (int, float))}, prefix="fit_")
         meta = {"task": prepared.task_name, "kind": prepared.kind, "target": config.data.target,
-                "features": prepared.features, "created": runs_module.now(), "config": config.to_dict()}
+                "features": task.input_columns, "created": runs_module.now(), "config": config.to_dict()}
         runs_module.save_model_atomically(run.model_dir, task.save, meta)
         run.write_json("metrics.json", {"test": scores, "fit": info})
         description = task.describe()
@@ -207,7 +212,7 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
                          metrics=scores, kind=prepared.kind,
                          actual=test_y.to_numpy() if test is not None else None,
                          predicted=prediction.values if test is not None else None, worst=worst,
-                         importance=task.feature_importance(), checks=prepared.checks.to_dict())
+                         importance=task.feature_importance(), checks=prepared.checks.to_dict(), history=history)
             card.write(run.directory / "MODEL_CARD.md", name=run.name, description=description, metrics=scores,
                        checks=prepared.checks.to_dict(), fingerprint=fingerprint, created=runs_module.now())
         run.set_status("completed", finished=runs_module.now(), learner=description.get("learner"))

@@ -64,6 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file in the runs folder)")
     train.add_argument("--no-tracking", action="store_true", help="do not record the run in MLflow")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+    neural = train.add_argument_group("neural tasks (text, image, LLM)")
+    neural.add_argument("--strategy", help="fine-tuning strategy: full, head, freeze, lora")
+    neural.add_argument("--epochs", type=int, help="passes over the training data")
+    neural.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    neural.add_argument("--lr", type=float, help="peak learning rate")
+    neural.add_argument("--batch-size", type=int, help="examples per micro-batch")
+    neural.add_argument("--max-length", type=int, help="maximum tokens per text (default: from the data)")
+    neural.add_argument("--resume", action="store_true", help="continue the named run from its last checkpoint "
+                        "(also automatic when the run folder has one; pass --name)")
 
     check = command("check", "Data-quality report before training: missing values, duplicates, ID-like and "
                     "constant columns, class balance, leakage, suspected label errors.",
@@ -104,7 +113,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may also come after the flags: dojo train data.csv --target y train.seed=3
+    overrides = [item for item in extra if "=" in item and not item.startswith("-")]
+    if extra != overrides or (overrides and args.command not in ("train", "validate")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if overrides:
+        getattr(args, "inputs", getattr(args, "overrides", None)).extend(overrides)
     if not args.command:
         parser.print_help()
         return 2

@@ -36,7 +36,11 @@ def train(args, out) -> int:
              "run.name": args.name, "train.seed": args.seed, "data.test_fraction": args.test_size,
              "data.validation_path": args.validation_data, "data.test_path": args.test_data,
              "tracking.uri": args.tracking_uri, "run.runs_dir": args.runs_dir, "data.path": data,
-             "data.drop_columns": args.drop, **_reading_overrides(args)}
+             "data.drop_columns": args.drop, "finetune.strategy": args.strategy, "train.epochs": args.epochs,
+             "train.max_steps": args.max_steps, "train.learning_rate": args.lr, "train.batch_size": args.batch_size,
+             "model.max_length": args.max_length, **_reading_overrides(args)}
+    if args.resume:
+        flags["train.resume"] = True
     if args.no_tracking:
         flags["tracking.enabled"] = False
     if args.overwrite:

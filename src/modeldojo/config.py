@@ -133,6 +133,7 @@ class DataConfig(Group):
     validation_fraction: float = setting(0.1, "Share of the non-test rows held out for early stopping.", minimum=0.0, maximum=0.5)
     test_fraction: float = setting(0.2, "Share of rows held out for the final test metrics.", minimum=0.0, maximum=0.5)
     group_column: str | None = setting(None, "Rows sharing this column's value stay in the same split / fold.")
+    text_columns: list[str] = setting([], "Text task: the text column(s); empty = the free-text column found in the data.")
     drop_columns: list[str] = setting([], "Columns never used as features.")
     class_weights: Literal["auto", "balanced", "none"] = setting(
         "auto", "Classification: weight classes inversely to frequency; auto = balanced when imbalance ratio >= 3.")
@@ -159,11 +160,14 @@ class TaskConfig(Group):
 @dataclass
 class ModelConfig(Group):
     section = "model"
-    name: str = setting("auto", "Learner: lightgbm, xgboost, catboost, random_forest, extra_trees, decision_tree, "
-                                "hist_gradient_boosting, linear; auto = lightgbm.")
+    name: str = setting("auto", "Tabular: learner lightgbm, xgboost, catboost, random_forest, extra_trees, "
+                                "decision_tree, hist_gradient_boosting, linear (auto = lightgbm). Neural: a Hugging "
+                                "Face id or local folder (auto = the task's default).")
     params: dict[str, Any] = setting({}, "Extra keyword arguments passed to the learner (override dojo's defaults).")
     target_transform: Literal["auto", "none", "log"] = setting(
         "auto", "Regression: fit on log(1+y) and invert; auto = when the target is positive and right-skewed.")
+    max_length: int = setting(0, "Text: maximum tokens per example; 0 = the 95th percentile of the training "
+                                 "texts' token lengths (reported), capped by the model.", minimum=0)
 
 
 @dataclass
@@ -176,6 +180,45 @@ class TrainConfig(Group):
     refit_full: bool = setting(True, "After early stopping, refit on train+validation with the best round count "
                                      "scaled to the larger data.")
     threads: int = setting(0, "CPU threads for learners; 0 = all cores.", minimum=0)
+    # -- neural tasks (text, image, LLM): one shared training loop ----------------------
+    epochs: int = setting(3, "Neural: passes over the training data.", minimum=1)
+    max_steps: int = setting(0, "Neural: stop after this many optimizer steps; 0 = no limit.", minimum=0)
+    batch_size: int = setting(16, "Neural: examples per optimizer step (before gradient accumulation).", minimum=1)
+    gradient_accumulation: int = setting(1, "Neural: micro-batches summed per optimizer step.", minimum=1)
+    learning_rate: float = setting(5e-5, "Neural: peak learning rate.", minimum=0.0)
+    optimizer: Literal["adamw", "sgd"] = setting("adamw", "Neural: optimizer (SGD uses momentum 0.9).")
+    momentum: float = setting(0.9, "Neural: SGD momentum.", minimum=0.0, maximum=1.0)
+    weight_decay: float = setting(0.01, "Neural: decoupled weight decay (L2) on weights, not biases/norms.", minimum=0.0)
+    l1: float = setting(0.0, "Neural: L1 penalty coefficient added to the loss.", minimum=0.0)
+    dropout: float | None = setting(None, "Neural: dropout probability set on the model; null = the model's own.",
+                                    minimum=0.0, maximum=0.9)
+    schedule: Literal["constant", "linear", "cosine"] = setting("linear", "Neural: learning-rate schedule after warmup.")
+    warmup: float = setting(0.06, "Neural: warmup length: a fraction of all steps if < 1, else a step count.",
+                            minimum=0.0)
+    max_grad_norm: float = setting(1.0, "Neural: clip gradients to this norm; 0 = off.", minimum=0.0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
+        "auto", "Neural: autocast precision; auto = bf16 on GPUs that support it (else fp16 with a scaler), fp32 on CPU.")
+    eval_every: int = setting(0, "Neural: evaluate every N optimizer steps; 0 = at the end of each epoch.", minimum=0)
+    patience: int = setting(0, "Neural: stop after N evaluations without improvement; 0 = never stop early.",
+                            minimum=0)
+    monitor: str = setting("auto", "Neural: validation metric for early stopping and the best checkpoint; auto = "
+                                   "the task's main metric.")
+    checkpoint_every: int = setting(0, "Neural: write a checkpoint every N optimizer steps; 0 = each epoch.",
+                                    minimum=0)
+    keep_checkpoints: int = setting(2, "Neural: how many recent checkpoints to keep (the best is always kept).",
+                                    minimum=1)
+    resume: bool = setting(True, "Neural: continue from the run folder's last checkpoint when one exists.")
+
+@dataclass
+class FinetuneConfig(Group):
+    section = "finetune"
+    strategy: str = setting("full", "Which weights train: full, head (new head only), freeze (embeddings + first "
+                                    "N layers frozen), lora (PEFT LoRA adapters, merged on save).")
+    freeze_layers: int = setting(0, "freeze: how many of the first transformer layers to freeze.", minimum=0)
+    lora_rank: int = setting(8, "lora: adapter rank r.", minimum=1)
+    lora_alpha: int = setting(16, "lora: scaling alpha.", minimum=1)
+    lora_dropout: float = setting(0.05, "lora: dropout on the adapter input.", minimum=0.0, maximum=0.9)
+    lora_targets: list[str] = setting([], "lora: module names to adapt; empty = all linear layers but the head.")
 
 
 @dataclass
@@ -207,6 +250,7 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     run: RunConfig = field(default_factory=RunConfig)

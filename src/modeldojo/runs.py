@@ -147,12 +147,16 @@ class Run:
         return self.directory / MODEL_DIR
 
     @classmethod
-    def create(cls, runs_dir: str | Path, name: str, overwrite: bool = False) -> "Run":
+    def create(cls, runs_dir: str | Path, name: str, overwrite: bool = False, resume: bool = False) -> "Run":
         directory = Path(runs_dir) / validate_name(name)
+        if resume and cls(directory).resumable():
+            run = cls(directory)
+            run.set_status("running", resumed=now())
+            return run
         if directory.exists():
             if not overwrite:
-                raise ConfigError(f"run folder {directory} already exists; choose another --name or pass "
-                                  "--overwrite (run.overwrite=true)")
+                raise ConfigError(f"run folder {directory} already exists; choose another --name, pass "
+                                  "--overwrite (run.overwrite=true), or --resume to continue an unfinished run")
             if not (directory / STATUS_FILE).exists():
                 raise ConfigError(f"{directory} exists and is not a modeldojo run; refusing to overwrite it")
             shutil.rmtree(directory)
@@ -170,6 +174,14 @@ class Run:
                 return cls(directory)
         raise NotFoundError(f"no run {str(reference)!r}: looked in {', '.join(str(c) for c in candidates)} "
                             "(see `dojo runs`)")
+
+    def resumable(self) -> bool:
+        """An unfinished run that left a whole training checkpoint behind."""
+        if self.status().get("status") not in ("running", "failed"):
+            return False
+        checkpoints = self.directory / "checkpoints"
+        return checkpoints.is_dir() and any(p.name.startswith("step-") and (p / "state.json").is_file()
+                                            for p in checkpoints.iterdir())
 
     def status(self) -> dict[str, Any]:
         path = self.directory / STATUS_FILE

@@ -20,6 +20,8 @@ HIGH_CARDINALITY = 50
 IMBALANCE_WARNING = 3.0
 LEAKAGE_R2 = 0.98
 LEAKAGE_BALANCED_ACCURACY = 0.99
+FREE_TEXT_MIN_CHARS = 20
+FREE_TEXT_MIN_WORDS = 4
 
 
 @dataclass
@@ -106,8 +108,22 @@ def encode_for_checks(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(encoded, index=frame.index)
 
 
+def free_text_columns(frame: pd.DataFrame, exclude: set) -> list[str]:
+    """Columns that hold prose, not categories: long, several words, mostly distinct."""
+    found = []
+    for column in frame.columns:
+        if column in exclude or pd.api.types.is_numeric_dtype(frame[column]):
+            continue
+        sample = frame[column].dropna().astype(str).head(500)
+        if len(sample) and sample.str.len().median() >= FREE_TEXT_MIN_CHARS and \
+                sample.str.split().str.len().median() >= FREE_TEXT_MIN_WORDS and sample.nunique() >= 0.5 * len(sample):
+            found.append(column)
+    return found
+
+
 def _column_table(frame: pd.DataFrame, target: str | None, report: CheckReport) -> None:
     rows = len(frame)
+    free_text = set(free_text_columns(frame, {target}))
     for column in frame.columns:
         values = frame[column]
         missing = int(values.isna().sum())
@@ -125,6 +141,8 @@ def _column_table(frame: pd.DataFrame, target: str | None, report: CheckReport) 
                 report.id_columns.append(str(column))
                 report.add("id_like", "warning", f"column {column!r} looks like a row identifier "
                            f"({unique} distinct values in {rows} rows); it is not used as a feature", column)
+            elif column in free_text:
+                notes.append("free text")
             elif not pd.api.types.is_numeric_dtype(values) and unique > HIGH_CARDINALITY:
                 notes.append("high-cardinality")
                 report.add("high_cardinality", "warning", f"categorical column {column!r} has {unique} distinct "

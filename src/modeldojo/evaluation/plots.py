@@ -61,6 +61,27 @@ def residuals(actual: np.ndarray, predicted: np.ndarray) -> str:
     return _encode(plt, figure)
 
 
+def learning_curves(history: list[dict]) -> str:
+    """Train loss per step, and validation loss / metrics at each evaluation."""
+    plt, (figure, axis) = _figure(7.0, 4.0)
+    steps = [h["step"] for h in history if "train_loss" in h]
+    axis.plot(steps, [h["train_loss"] for h in history if "train_loss" in h], label="train loss", alpha=0.6)
+    evaluated = [h for h in history if "val_loss" in h]
+    if evaluated:
+        axis.plot([h["step"] for h in evaluated], [h["val_loss"] for h in evaluated], "o-", label="validation loss")
+        other = axis.twinx()
+        for key in ("val_accuracy", "val_f1_macro"):
+            if key in evaluated[0]:
+                other.plot([h["step"] for h in evaluated], [h[key] for h in evaluated], "s--", label=key, alpha=0.8)
+        other.set_ylabel("validation metric")
+        other.legend(loc="center right")
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("loss")
+    axis.legend(loc="upper right")
+    axis.set_title("Learning curves")
+    return _encode(plt, figure)
+
+
 def feature_importance(importance: dict[str, float], top: int = 20) -> str:
     items = list(importance.items())[:top][::-1]
     plt, (figure, axis) = _figure(6.0, max(3.0, 0.25 * len(items) + 1))

@@ -58,7 +58,7 @@ def metrics_section(metrics: dict[str, Any], title: str = "Test metrics") -> str
 def write(path: Path, *, title: str, summary: dict[str, Any], metrics: dict[str, Any], kind: str,
           actual=None, predicted=None, worst: pd.DataFrame | None = None,
           importance: dict[str, float] | None = None, checks: dict[str, Any] | None = None,
-          cv: dict[str, Any] | None = None) -> Path:
+          cv: dict[str, Any] | None = None, history: list[dict[str, Any]] | None = None) -> Path:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts.append(_table(pd.DataFrame({"": list(summary), "value": [str(v) for v in summary.values()]})))
@@ -74,6 +74,8 @@ def write(path: Path, *, title: str, summary: dict[str, Any], metrics: dict[str,
         actual, predicted = np.asarray(actual, float), np.asarray(predicted, float)
         parts.append("<h2>Regression plots</h2>" + _image(plots.predicted_vs_actual(actual, predicted), "predicted vs actual")
                      + _image(plots.residuals(actual, predicted), "residuals"))
+    if history:
+        parts.append("<h2>Learning curves</h2>" + _image(plots.learning_curves(history), "learning curves"))
     if importance:
         parts.append("<h2>Feature importance</h2>" + _image(plots.feature_importance(importance), "feature importance"))
     if worst is not None and len(worst):

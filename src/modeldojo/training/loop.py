@@ -1,0 +1,207 @@
+"""The training loop every neural task shares. Tasks supply a `Trainee`; the loop supplies
+optimisation, schedules, accumulation, clipping, mixed precision, evaluation, early stopping,
+checkpoints and exact resume. Side effects go out as events (progress, metrics, checkpoints).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from .. import events as ev
+from ..config import TrainConfig
+from ..errors import TrainingError
+from ..evaluation.metrics import LOWER_IS_BETTER
+from . import checkpoint as checkpoints
+from .distributed import Distributed
+from .optim import make_optimizer, make_scheduler
+
+
+class Trainee(Protocol):
+    model: torch.nn.Module
+    monitor: str                    # default validation metric to watch
+
+    def step_batches(self, epoch: int) -> list[list[int]]: ...     # example indices per optimizer step
+    def collate(self, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]: ...
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]: ...  # validation metrics incl. "loss"
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    epochs_completed: int
+    best_step: int | None
+    best_metric: float | None
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+    examples: int = 0
+    train_seconds: float = 0.0
+    resumed_from: int | None = None
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples / self.train_seconds if self.train_seconds else 0.0
+
+
+def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if config.precision == "fp32" or (config.precision == "auto" and device.type != "cuda"):
+        return None
+    if config.precision == "fp16" or (config.precision == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir: Path | None,
+        dist: Distributed | None = None) -> LoopResult:
+    dist = dist or Distributed.from_environment()
+    device, model = dist.device, trainee.model.to(dist.device)
+    per_epoch = len(dist.shard(trainee.step_batches(0)))
+    total = per_epoch * config.epochs if not config.max_steps else min(config.max_steps, per_epoch * config.epochs)
+    optimizer, dtype = make_optimizer(model, config), autocast_dtype(config, device)
+    scheduler = make_scheduler(optimizer, config, total)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    wrapped = dist.wrap(model)
+    monitor = trainee.monitor if config.monitor == "auto" else config.monitor
+    lower = monitor in LOWER_IS_BETTER or monitor.endswith("loss")
+    better = (lambda a, b: a < b) if lower else (lambda a, b: a > b)
+    state = {"step": 0, "epoch": 0, "position": 0, "best_metric": None, "best_step": None, "bad_evals": 0,
+             "history": [], "stopped_early": False, "split": 1}
+    best_weights: dict[str, torch.Tensor] | None = None
+    result = LoopResult(0, 0, None, None, False)
+    found = checkpoints.latest(checkpoint_dir) if checkpoint_dir and config.resume else None
+    if found is not None:
+        state = checkpoints.load(found, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        result.resumed_from = state["step"]
+        bus.emit(ev.STAGE, name="resume", detail=f"from {found.name} (epoch {state['epoch'] + 1}, "
+                                                 f"step {state['step']})")
+
+    def save_checkpoint() -> None:
+        if checkpoint_dir is not None and dist.is_main:
+            checkpoints.save(checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                             state=state)
+            protect = {state["best_step"]} if state["best_step"] is not None else set()
+            checkpoints.prune(checkpoint_dir, config.keep_checkpoints, protect)
+
+    def run_evaluation() -> None:
+        nonlocal best_weights
+        model.eval()
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            metrics = trainee.evaluate(model)
+        model.train()
+        state["history"][-1].update({f"val_{k}": v for k, v in metrics.items()})  # evaluation follows a step
+        bus.emit(ev.METRICS, metrics=metrics, step=state["step"], prefix="val_")
+        value = metrics.get(monitor)
+        if value is None:
+            raise TrainingError(f"train.monitor: validation metric {monitor!r} not produced; have {sorted(metrics)}")
+        if state["best_metric"] is None or better(value, state["best_metric"]):
+            state.update(best_metric=value, best_step=state["step"], bad_evals=0)
+            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            save_checkpoint()  # the best is always on disk, so a resumed run can restore it
+        else:
+            state["bad_evals"] += 1
+            if config.patience and state["bad_evals"] >= config.patience:
+                state["stopped_early"] = True
+
+    model.train()
+    started = time.perf_counter()
+    while state["epoch"] < config.epochs and state["step"] < total and not state["stopped_early"]:
+        batches = dist.shard(trainee.step_batches(state["epoch"]))
+        while state["position"] < len(batches) and state["step"] < total and not state["stopped_early"]:
+            indices = batches[state["position"]]
+            step_started = time.perf_counter()
+            loss_value = _optimizer_step(trainee, wrapped, model, optimizer, scaler, indices, config, device, dtype,
+                                         state, dist)
+            scheduler.step()
+            state["step"] += 1
+            state["position"] += 1
+            result.train_seconds += time.perf_counter() - step_started
+            result.examples += len(indices) * dist.world
+            state["history"].append({"step": state["step"], "epoch": state["epoch"] + 1, "train_loss": loss_value,
+                                     "learning_rate": scheduler.get_last_lr()[0]})
+            bus.emit(ev.METRICS, metrics={"loss": loss_value}, step=state["step"], prefix="train_")
+            bus.emit(ev.PROGRESS, name="training steps", completed=state["step"], total=total,
+                     info=f"epoch {state['epoch'] + 1}/{config.epochs} · loss {loss_value:.4f} · "
+                          f"{result.examples_per_second:.1f} examples/s" + _best_text(state, monitor))
+            end_of_epoch = state["position"] == len(batches)
+            if (config.eval_every and state["step"] % config.eval_every == 0) or \
+                    (not config.eval_every and end_of_epoch) or state["step"] == total:
+                run_evaluation()
+            if end_of_epoch:
+                state["epoch"] += 1
+                state["position"] = 0
+            if (config.checkpoint_every and state["step"] % config.checkpoint_every == 0) or \
+                    (not config.checkpoint_every and end_of_epoch):
+                save_checkpoint()
+    if best_weights is None and state["best_step"] is not None and checkpoint_dir is not None:
+        best = checkpoint_dir / f"step-{state['best_step']:08d}"  # resumed after the best eval: read it back
+        checkpoints.load(best, model=model, restore_random=False)
+    elif best_weights is not None:
+        model.load_state_dict(best_weights)
+    model.eval()
+    result.steps, result.epochs_completed = state["step"], state["epoch"]
+    result.best_step, result.best_metric = state["best_step"], state["best_metric"]
+    result.stopped_early, result.history = state["stopped_early"], state["history"]
+    result.train_seconds = result.train_seconds or (time.perf_counter() - started)
+    return result
+
+
+def _best_text(state: dict[str, Any], monitor: str) -> str:
+    return f" · best val {monitor} {state['best_metric']:.4f}" if state["best_metric"] is not None else ""
+
+
+def _optimizer_step(trainee, wrapped, model, optimizer, scaler, indices, config: TrainConfig, device, dtype,
+                    state: dict[str, Any], dist: Distributed) -> float:
+    """One optimizer step over `indices`, split into micro-batches; on CUDA out-of-memory, split finer.
+
+    Each micro-batch loss is weighted by its share of the step's examples, so the gradient equals
+    the full batch's whatever the split: the effective batch size never changes.
+    """
+    while True:
+        pieces = max(1, min(len(indices), config.gradient_accumulation * state["split"]))
+        chunks = [list(chunk) for chunk in _split(indices, pieces)]
+        optimizer.zero_grad(set_to_none=True)
+        try:
+            total_loss = 0.0
+            for number, chunk in enumerate(chunks):
+                batch = trainee.collate(chunk, device)
+                sync = dist.no_sync(wrapped) if number < len(chunks) - 1 else contextlib.nullcontext()
+                with sync, torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    loss = trainee.loss(wrapped, batch)
+                    if config.l1:
+                        loss = loss + config.l1 * sum(p.abs().sum() for p in model.parameters() if p.requires_grad)
+                    loss = loss * (len(chunk) / len(indices))
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"non-finite loss ({loss.item()}) at step {state['step'] + 1}, epoch "
+                                        f"{state['epoch'] + 1}; lower train.learning_rate or check the data. "
+                                        "The last good checkpoint is kept.")
+                (scaler.scale(loss) if scaler else loss).backward()
+                total_loss += loss.item()
+            break
+        except torch.cuda.OutOfMemoryError:
+            if len(indices) // pieces <= 1:
+                raise
+            state["split"] *= 2  # halve the micro-batch, double accumulation: same effective batch
+            optimizer.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+    if scaler:
+        scaler.unscale_(optimizer)
+    if config.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return total_loss
+
+
+def _split(items: list[int], pieces: int):
+    size = math.ceil(len(items) / pieces)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
