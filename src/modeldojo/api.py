@@ -124,6 +124,7 @@ def _fit(prepared: Prepared, train_rows: np.ndarray, validation: tuple[pd.DataFr
     frame, y, config = prepared.frame, prepared.y, prepared.config
     task = tasks.get(prepared.task_name)(config, prepared.kind, config.data.target)
     task.workdir = workdir
+    task.excluded_columns = [c for c in frame.columns if c not in prepared.features and c != config.data.target]
     if prepared.kind != "regression":
         train_rows = balance.resample(train_rows, y, config.data.resample, config.train.seed)
     X_val, y_val = (validation[0][prepared.features], validation[1]) if validation is not None else (None, None)

@@ -35,7 +35,9 @@ def regression(y: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
 
 def classification(y: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray | None,
                    classes: list[str] | None) -> dict[str, Any]:
-    labels = list(classes) if classes is not None else sorted(set(y) | set(predicted))
+    known = list(classes) if classes is not None else sorted(set(y) | set(predicted))
+    unseen = sorted(set(y) - set(known))
+    labels = known + unseen  # labels the model never learned still count (as errors) and get a row
     result: dict[str, Any] = {
         "accuracy": float(sk.accuracy_score(y, predicted)),
         "balanced_accuracy": float(sk.balanced_accuracy_score(y, predicted)),
@@ -44,7 +46,9 @@ def classification(y: np.ndarray, predicted: np.ndarray, probabilities: np.ndarr
     for average in ("macro", "weighted"):
         p, r, f, _ = sk.precision_recall_fscore_support(y, predicted, labels=labels, average=average, zero_division=0)
         result.update({f"precision_{average}": float(p), f"recall_{average}": float(r), f"f1_{average}": float(f)})
-    if probabilities is not None:
+    if unseen:
+        result["unseen_label_rows"] = int(np.isin(y, unseen).sum())
+    elif probabilities is not None:  # probability scores are undefined for labels the model cannot output
         result.update(_probability_metrics(y, probabilities, labels))
     p, r, f, support = sk.precision_recall_fscore_support(y, predicted, labels=labels, zero_division=0)
     result["per_class"] = {label: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),

@@ -49,6 +49,7 @@ class Task(ABC):
         self.config, self.kind, self.target = config, kind, target
         self.classes: list[str] | None = None
         self.workdir: Path | None = None  # the run folder (checkpoints go here); None in cross-validation
+        self.excluded_columns: list[str] = []  # left out by the data checks (constant, ID-like) or by the user
 
     # -- choosing a task ---------------------------------------------------------------
     @classmethod

@@ -107,7 +107,10 @@ class Lora(Strategy):
     def prepare(self, model, head_names):
         from peft import LoraConfig, get_peft_model
 
-        targets = self.settings.lora_targets or "all-linear"
+        # Every linear layer outside the head by full name; the head trains fully (modules_to_save).
+        targets = self.settings.lora_targets or [
+            name for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and not _is_head(name, head_names)]
         config = LoraConfig(r=self.settings.lora_rank, lora_alpha=self.settings.lora_alpha,
                             lora_dropout=self.settings.lora_dropout, target_modules=targets,
                             modules_to_save=list(head_names))

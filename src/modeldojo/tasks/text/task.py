@@ -108,23 +108,25 @@ class TextTask(Task):
         for index in range(180):
             label = labels[index % len(labels)]
             product = rng.choice(["coffee", "tea", "snack", "sauce"])
-            rows.append({"review": f"order {index}: this {product} was {rng.choice(words[label])} and the box "
-                                   "arrived on time",
+            # The deciding word comes first: a 2-layer, width-32 encoder learns that in seconds.
+            rows.append({"review": f"{rng.choice(words[label])} {product}, order {index}, arrived on time",
                          "stars": label})
-        vocabulary = sorted(set(" ".join(r["review"] for r in rows).replace(":", " ").split()) |
-                            set(sum(words.values(), [])))
+        vocabulary = sorted(set(" ".join(r["review"] for r in rows).replace(",", " ").split()) |
+                            set(sum(words.values(), [])) | {","})
         digest = hashlib.sha256(" ".join(vocabulary).encode()).hexdigest()[:12]  # cache key: same words, same model
         folder = tiny.build(Path(tempfile.gettempdir()) / f"modeldojo-tiny-bert-{digest}", vocabulary)
         return pd.DataFrame(rows), "stars", {"model.name": str(folder), "train.epochs": 10,
-                                             "train.learning_rate": 3e-3, "train.batch_size": 16}
+                                             "train.learning_rate": 1e-3, "train.batch_size": 16}
 
     # -- fitting -------------------------------------------------------------------------
     def _columns(self, frame: pd.DataFrame) -> list[str]:
         columns = self.config.data.text_columns or free_text_columns(frame, {self.target}) or \
-            [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+            [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c]) or frame[c].isna().all()]
         if not columns:
-            raise DataError(f"no free-text column found for the text task; set data.text_columns (columns: "
-                            f"{', '.join(map(str, frame.columns))})")
+            left_out = f"; left out by the data checks: {', '.join(map(repr, self.excluded_columns))} (see the " \
+                       "warnings above: empty, constant or ID-like)" if self.excluded_columns else ""
+            raise DataError(f"no text column to learn from{left_out}. Set data.text_columns to the column(s) "
+                            "holding the text.")
         return list(columns)
 
     def fit(self, train, y_train, validation, y_validation, events: EventBus) -> dict[str, Any]:
@@ -167,7 +169,8 @@ class TextTask(Task):
         if has_validation:
             validation_data = (self._encode(self._texts(validation)), y_validation.map(codes).to_numpy(dtype=np.int64))
         strategy = strategies.STRATEGIES.get(self.config.finetune.strategy)(self.config.finetune)
-        heads = [name for name, _ in self.model.named_children() if name != self.model.base_model_prefix]
+        heads = [name for name, module in self.model.named_children()
+                 if name != self.model.base_model_prefix and any(True for _ in module.parameters())]
         self.model = strategy.prepare(self.model, heads)
         trainable = strategies.trainable_summary(self.model)
         events.emit(STAGE, name="strategy", detail=f"{strategy.name}: {trainable['trainable_parameters']:,} of "

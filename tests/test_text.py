@@ -1,0 +1,136 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import modeldojo as dojo
+from modeldojo.errors import ConfigError, DataError, TrainingError
+from modeldojo.tasks import detect
+from modeldojo.tasks.text import data as text_data
+
+from text_helpers import reviews, tiny_model
+
+
+def train(frame, target, overrides, tmp_path, **extra):
+    return dojo.train(frame, target=target, runs_dir=str(tmp_path / "runs"), tracking=False,
+                      overrides={**overrides, **extra.pop("more", {})}, **extra)
+
+
+def test_text_task_is_detected_and_learns(tmp_path):
+    frame, target, overrides = reviews()
+    assert detect(frame, target) == "text"
+    assert detect(frame.assign(review=frame["stars"]), target) == "tabular"
+    result = train(frame, target, overrides, tmp_path)
+    assert result.run.status()["task"] == "text"
+    assert result.metrics["accuracy"] >= 0.8
+    assert result.info["max_length"] == 16 and result.info["trainable_percent"] == 100.0
+    assert (result.path / "history.json").is_file() and 'alt="learning curves"' in (result.path / "report.html").read_text()
+    probabilities = result.model.predict_proba(frame.head(4))
+    assert list(probabilities.columns) == ["bad", "good", "mid"] and np.allclose(probabilities.sum(axis=1), 1)
+
+
+def test_length_grouped_batches_are_deterministic_and_cover_every_example():
+    lengths = np.random.default_rng(0).integers(5, 200, 1000)
+    first = text_data.step_batches(lengths, 16, seed=3, epoch=1)
+    assert first == text_data.step_batches(lengths, 16, seed=3, epoch=1)
+    assert first != text_data.step_batches(lengths, 16, seed=3, epoch=2)
+    assert sorted(i for batch in first for i in batch) == list(range(1000))
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in first])
+    assert spread < 20  # similar lengths share a batch: little padding
+    assert text_data.choose_max_length(np.array([10] * 96 + [300] * 4), 512) == 16
+
+
+def _weights(model_dir):
+    return load_file(str(model_dir / "model" / "model.safetensors"))
+
+
+def _changed(before, after, prefix):
+    keys = [k for k in after if k.startswith(prefix)]
+    assert keys, prefix
+    return any(not torch.equal(before[k], after[k]) for k in keys if k in before)
+
+
+@pytest.mark.parametrize("strategy, frozen, trained", [
+    ("head", ["bert.embeddings", "bert.encoder.layer.0", "bert.encoder.layer.1"], []),
+    ("freeze", ["bert.embeddings", "bert.encoder.layer.0"], ["bert.encoder.layer.1"]),
+    ("full", [], ["bert.embeddings", "bert.encoder.layer.0", "bert.encoder.layer.1"]),
+    ("lora", ["bert.embeddings"], ["bert.encoder.layer.0", "bert.encoder.layer.1"]),
+])
+def test_each_strategy_trains_exactly_its_parameters(strategy, frozen, trained, tmp_path):
+    from transformers import AutoModel
+
+    frame, target, overrides = reviews("binary")
+    base = {f"bert.{k}": v for k, v in AutoModel.from_pretrained(overrides["model.name"]).state_dict().items()}
+    result = train(frame, target, overrides, tmp_path,
+                   more={"finetune.strategy": strategy, "finetune.freeze_layers": 1, "train.epochs": 2})
+    after = _weights(result.run.model_dir)
+    assert not any("lora" in k for k in after), "LoRA must be merged on save"
+    for prefix in frozen:
+        assert not _changed(base, after, prefix), f"{strategy} changed {prefix}"
+    for prefix in trained:
+        assert _changed(base, after, prefix), f"{strategy} did not train {prefix}"
+    percent = result.info["trainable_percent"]
+    assert (percent == 100.0) == (strategy == "full")
+
+
+def test_unknown_strategy_and_too_many_frozen_layers(tmp_path):
+    frame, target, overrides = reviews("binary")
+    with pytest.raises(ConfigError, match="unknown fine-tuning strategy"):
+        train(frame, target, overrides, tmp_path, more={"finetune.strategy": "lorax"})
+    with pytest.raises(ConfigError, match="this model has 2 layers"):
+        train(frame, target, overrides, tmp_path, name="f",
+              more={"finetune.strategy": "freeze", "finetune.freeze_layers": 5})
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    from modeldojo.runs import Run
+    from modeldojo.tasks.text import task as text_task
+
+    original = text_task._Trainee.loss
+    calls = {"n": 0}
+
+    def poisoned(self, model, batch):
+        calls["n"] += 1
+        loss = original(self, model, batch)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(text_task._Trainee, "loss", poisoned)
+    frame, target, overrides = reviews("binary")
+    with pytest.raises(TrainingError, match="non-finite loss .* at step 3"):
+        train(frame, target, overrides, tmp_path, name="nan", more={"train.checkpoint_every": 1})
+    run = Run.open("nan", tmp_path / "runs")
+    assert run.status()["status"] == "failed" and not run.model_dir.exists()
+    assert [p.name for p in sorted((run.directory / "checkpoints").iterdir())][-1] == "step-00000002"
+
+
+def test_bad_text_inputs(tmp_path):
+    frame, target, overrides = reviews("binary")
+    with pytest.raises(DataError, match="no text column to learn from; left out by the data checks: 'review'"):
+        train(frame.assign(review=""), target, overrides, tmp_path, task="text")
+    some_empty = frame.assign(review=frame["review"].where(frame.index % 10 != 0, ""))
+    assert train(some_empty, target, overrides, tmp_path, name="some").metrics["rows"] > 0  # empty rows: no crash
+    with pytest.raises(DataError, match="target column 'label' not found"):
+        train(frame, "label", overrides, tmp_path)
+    with pytest.raises(ConfigError, match="not regression"):
+        train(frame.assign(stars=np.linspace(0, 1, len(frame))), target, overrides, tmp_path, task="text",
+              kind="regression")
+
+
+def test_label_unseen_in_training_is_scored_as_an_error_not_a_crash(tmp_path, write_csv):
+    from modeldojo.api import evaluate
+
+    frame, target, overrides = reviews("binary")
+    result = train(frame, target, overrides, tmp_path, name="b")
+    holdout = frame.head(10).copy()
+    holdout.loc[:4, "stars"] = "mixed"  # a label the model has never seen
+    scores = evaluate("b", write_csv(holdout, "holdout.csv"), runs_dir=tmp_path / "runs")["metrics"]
+    assert scores["rows"] == 10 and scores["accuracy"] <= 0.5
+    assert "mixed" in scores["per_class"] and scores["per_class"]["mixed"]["recall"] == 0.0
+
+
+def test_texts_in_a_non_utf8_file_name_the_byte(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("review,stars\n".encode() + "un café très bon,good\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"byte offset \d+ \(line 2, column 7\).*--encoding"):
+        dojo.train(str(path), target="stars", runs_dir=str(tmp_path / "runs"), tracking=False)
