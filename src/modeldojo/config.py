@@ -197,7 +197,8 @@ class TrainConfig(Group):
                             minimum=0.0)
     max_grad_norm: float = setting(1.0, "Neural: clip gradients to this norm; 0 = off.", minimum=0.0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
-        "auto", "Neural: autocast precision; auto = bf16 on GPUs that support it (else fp16 with a scaler), fp32 on CPU.")
+        "auto", "Neural: autocast precision; auto = bf16 where the hardware runs it natively (recent GPUs; CPUs "
+                "with AVX512-BF16/AMX), fp16 with a loss scaler on older GPUs, else fp32.")
     eval_every: int = setting(0, "Neural: evaluate every N optimizer steps; 0 = at the end of each epoch.", minimum=0)
     patience: int = setting(0, "Neural: stop after N evaluations without improvement; 0 = never stop early.",
                             minimum=0)

@@ -49,9 +49,20 @@ class LoopResult:
         return self.examples / self.train_seconds if self.train_seconds else 0.0
 
 
+def cpu_supports_bf16() -> bool:
+    """AVX512-BF16 / AMX (oneDNN): bf16 matmuls run ~2x fp32 there; elsewhere bf16 would be emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if config.precision == "fp32" or (config.precision == "auto" and device.type != "cuda"):
+    if config.precision == "fp32":
         return None
+    if device.type != "cuda":
+        return torch.bfloat16 if config.precision == "bf16" or (config.precision == "auto" and cpu_supports_bf16()) \
+            else None
     if config.precision == "fp16" or (config.precision == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16

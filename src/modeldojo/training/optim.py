@@ -19,8 +19,7 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum)
-    # foreach=False keeps the update order identical between a run and its resumed twin.
-    return torch.optim.AdamW(groups, lr=config.learning_rate, foreach=False)
+    return torch.optim.AdamW(groups, lr=config.learning_rate)
 
 
 def warmup_steps(config: TrainConfig, total_steps: int) -> int:

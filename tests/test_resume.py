@@ -1,0 +1,90 @@
+"""Exact resume: SIGKILL a training run, resume it, and get bitwise the weights of an uninterrupted run."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import modeldojo as dojo
+from modeldojo.training import checkpoint as checkpoints
+
+from text_helpers import reviews
+
+DOJO = Path(sys.executable).with_name("dojo")
+SETTINGS = ["train.epochs=30", "train.checkpoint_every=5", "train.eval_every=20", "train.learning_rate=0.001",
+            "train.batch_size=8", "train.threads=1"]
+
+
+def command(data, runs, name, model):
+    return [str(DOJO), "train", str(data), "--target", "stars", "--task", "text", "--name", name, "--no-tracking",
+            "--runs-dir", str(runs), "-q", f"model.name={model}", *SETTINGS]
+
+
+def weights(run_dir):
+    return load_file(str(run_dir / "model" / "model" / "model.safetensors"))
+
+
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
+    frame, _, overrides = reviews("multiclass")
+    data = tmp_path / "reviews.csv"
+    frame.to_csv(data, index=False)
+    runs = tmp_path / "runs"
+    subprocess.run(command(data, runs, "straight", overrides["model.name"]), check=True, timeout=300)
+
+    victim = subprocess.Popen(command(data, runs, "killed", overrides["model.name"]))
+    checkpoint_dir = runs / "killed" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(checkpoints.complete(checkpoint_dir)) < 2:
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    status = json.loads((runs / "killed" / "status.json").read_text())["status"]
+    assert status == "running", "the run finished before the kill: make it longer"
+    killed_at = checkpoints.latest(checkpoint_dir).name
+    assert not (runs / "killed" / "model").exists()
+
+    subprocess.run(command(data, runs, "killed", overrides["model.name"]), check=True, timeout=300)
+    resumed = json.loads((runs / "killed" / "metrics.json").read_text())["fit"]
+    assert resumed["resumed_from_step"] == int(killed_at.split("-")[1])
+    straight, after_resume = weights(runs / "straight"), weights(runs / "killed")
+    assert straight.keys() == after_resume.keys()
+    different = [k for k in straight if not torch.equal(straight[k], after_resume[k])]
+    assert not different, f"resumed weights differ in {different[:5]}"
+
+
+def test_interrupted_checkpoint_write_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    frame, target, overrides = reviews("binary")
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def crash_on_third_checkpoint(obj, path, *args, **kwargs):
+        if str(path).endswith("optimizer.pt"):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt("killed while writing a checkpoint")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", crash_on_third_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        dojo.train(frame, target=target, runs_dir=str(tmp_path), tracking=False, name="crash",
+                   overrides={**overrides, "train.checkpoint_every": 3, "train.eval_every": 100})
+    directory = tmp_path / "crash" / "checkpoints"
+    names = [p.name for p in directory.iterdir()]
+    assert names == ["step-00000003", "step-00000006"] or sorted(names) == ["step-00000003", "step-00000006"]
+    model = dojo.load  # noqa: F841  (the resume below proves the checkpoint is whole)
+    monkeypatch.setattr(torch, "save", real_save)
+    result = dojo.train(frame, target=target, runs_dir=str(tmp_path), tracking=False, name="crash",
+                        overrides={**overrides, "train.checkpoint_every": 3, "train.eval_every": 100})
+    assert result.info["resumed_from_step"] == 6 and result.run.status()["status"] == "completed"
+
+
+def test_leftover_temp_folder_is_ignored(tmp_path):
+    (tmp_path / ".tmp-half").mkdir()
+    (tmp_path / ".tmp-half" / "model.safetensors").write_bytes(b"partial")
+    (tmp_path / "step-00000004").mkdir()  # renamed folders are whole only when state.json is there
+    assert checkpoints.latest(tmp_path) is None
