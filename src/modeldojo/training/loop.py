@@ -105,6 +105,8 @@ def fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir:
         with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             metrics = trainee.evaluate(model)
         model.train()
+        if not metrics:  # no validation data: train to the end, keep the final weights
+            return
         state["history"][-1].update({f"val_{k}": v for k, v in metrics.items()})  # evaluation follows a step
         bus.emit(ev.METRICS, metrics=metrics, step=state["step"], prefix="val_")
         value = metrics.get(monitor)
