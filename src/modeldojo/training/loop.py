@@ -43,6 +43,7 @@ class LoopResult:
     examples: int = 0
     train_seconds: float = 0.0
     resumed_from: int | None = None
+    micro_batches_per_step: int = 1
 
     @property
     def examples_per_second(self) -> float:
@@ -128,8 +129,13 @@ def fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir:
         while state["position"] < len(batches) and state["step"] < total and not state["stopped_early"]:
             indices = batches[state["position"]]
             step_started = time.perf_counter()
+            split_before = state["split"]
             loss_value = _optimizer_step(trainee, wrapped, model, optimizer, scaler, indices, config, device, dtype,
                                          state, dist)
+            if state["split"] != split_before:
+                pieces = config.gradient_accumulation * state["split"]
+                bus.emit(ev.STAGE, name="auto batch size", detail=f"out of GPU memory: {pieces} micro-batches of "
+                         f"~{math.ceil(len(indices) / pieces)} per step now (effective batch unchanged)")
             scheduler.step()
             state["step"] += 1
             state["position"] += 1
@@ -160,6 +166,7 @@ def fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir:
     result.steps, result.epochs_completed = state["step"], state["epoch"]
     result.best_step, result.best_metric = state["best_step"], state["best_metric"]
     result.stopped_early, result.history = state["stopped_early"], state["history"]
+    result.micro_batches_per_step = config.gradient_accumulation * state["split"]
     result.train_seconds = result.train_seconds or (time.perf_counter() - started)
     return result
 

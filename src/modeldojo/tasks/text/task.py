@@ -108,12 +108,12 @@ class TextTask(Task):
         for index in range(180):
             label = labels[index % len(labels)]
             product = rng.choice(["coffee", "tea", "snack", "sauce"])
-            # The deciding word comes first: a 2-layer, width-32 encoder learns that in seconds.
+            # The deciding word comes first: a 2-layer, width-64 encoder learns that in seconds.
             rows.append({"review": f"{rng.choice(words[label])} {product}, order {index}, arrived on time",
                          "stars": label})
         vocabulary = sorted(set(" ".join(r["review"] for r in rows).replace(",", " ").split()) |
                             set(sum(words.values(), [])) | {","})
-        digest = hashlib.sha256(" ".join(vocabulary).encode()).hexdigest()[:12]  # cache key: same words, same model
+        digest = hashlib.sha256(("v2 " + " ".join(vocabulary)).encode()).hexdigest()[:12]  # cache key: same words, same model
         folder = tiny.build(Path(tempfile.gettempdir()) / f"modeldojo-tiny-bert-{digest}", vocabulary)
         return pd.DataFrame(rows), "stars", {"model.name": str(folder), "train.epochs": 10,
                                              "train.learning_rate": 1e-3, "train.batch_size": 16}

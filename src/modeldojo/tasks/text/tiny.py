@@ -1,4 +1,7 @@
-"""A tiny randomly initialised BERT (2 layers, width 32) with a word-level vocabulary.
+"""A tiny randomly initialised BERT (2 layers, width 64) with a word-level vocabulary.
+
+Width 64 rather than 32: at 32 the 3-class example stalled at 2/3 accuracy in some seeds and precisions
+(scripts/tiny_probe.py); at 64 it learns in every one we tried.
 
 Used by the contract test and unit tests: trains in seconds, needs no download.
 """
@@ -9,7 +12,7 @@ from pathlib import Path
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def build(folder: Path, words: list[str], *, layers: int = 2, width: int = 32, seed: int = 0) -> Path:
+def build(folder: Path, words: list[str], *, layers: int = 2, width: int = 64, seed: int = 0) -> Path:
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
     from transformers.utils import logging
