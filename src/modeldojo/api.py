@@ -169,6 +169,12 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
     test = prepared.test or ((frame.iloc[test_rows], y.iloc[test_rows]) if len(test_rows) else None)
 
     name = config.run.name or runs_module.default_name(prepared.task_name)
+    if runs_module.world_size() > 1:
+        if not config.run.name:  # every process must agree on the folder: a timestamp would not
+            raise ConfigError("launched with several processes (torchrun / accelerate): pass --name")
+        if runs_module.process_rank() > 0:  # workers train; process 0 alone writes the run folder
+            task, info = _fit(prepared, train_rows, validation, bus, workdir=Path(config.run.runs_dir) / name)
+            return TrainResult(Run(Path(config.run.runs_dir) / name), None, {}, prepared.checks, info)
     run = Run.create(config.run.runs_dir, name, config.run.overwrite, resume=config.train.resume)
     if config.tracking.enabled:
         from .tracking.mlflow_tracker import MlflowTracker, default_uri

@@ -51,6 +51,8 @@ def train(args, out) -> int:
     bus.subscribe("run_started", lambda run, config, **_: out.say(
         f"[cyan]•[/] run [bold]{run.name}[/]: task {config.task.name} ({config.task.kind})"))
     result = api.train(config=config, events=bus)
+    if result.model is None:  # a worker process of a multi-process launch: process 0 reports
+        return 0
     metrics = scalar(result.metrics)
     out.table(f"Test metrics ({result.metrics.get('rows', 0)} rows)", ["metric", "value"],
               [[k, v] for k, v in metrics.items() if k != "rows"])

@@ -40,6 +40,15 @@ def validate_name(name: str) -> str:
     return name
 
 
+def world_size() -> int:
+    """Processes in this training job (set by torchrun / accelerate launch)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def process_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
