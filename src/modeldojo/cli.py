@@ -14,7 +14,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.text import Text
 from rich.table import Table
 
@@ -197,14 +198,16 @@ class _ProgressView:
         self._close()  # a new stage ends the previous bars (early stopping ends before `total`)
         console.print(f"[cyan]•[/] {name}: {escape(detail)}", soft_wrap=True)
 
-    def on_progress(self, name: str, completed: int, total: int, **_: Any) -> None:
+    def on_progress(self, name: str, completed: int, total: int, info: str = "", **_: Any) -> None:
         if self.bars is None:
             self.bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+                                 MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[info]}"), console=console, transient=True)
             self.bars.start()
         if name not in self.ids:
-            self.ids[name] = self.bars.add_task(name, total=total)
-        self.bars.update(self.ids[name], completed=completed, total=total)
+            self.ids[name] = self.bars.add_task(name, total=total, info="")
+        # info: e.g. "epoch 1/3 · loss 0.41 · 31.2 examples/s · best val loss 0.38"
+        self.bars.update(self.ids[name], completed=completed, total=total, info=escape(info))
 
     def on_run_completed(self, **_: Any) -> None:
         self._close()
