@@ -134,3 +134,19 @@ def test_texts_in_a_non_utf8_file_name_the_byte(tmp_path):
     path.write_bytes("review,stars\n".encode() + "un café très bon,good\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"byte offset \d+ \(line 2, column 7\).*--encoding"):
         dojo.train(str(path), target="stars", runs_dir=str(tmp_path / "runs"), tracking=False)
+
+
+def test_dojo_predict_on_a_jsonl_of_texts(tmp_path, capsys):
+    from modeldojo.cli import main
+
+    frame, target, overrides = reviews("binary")
+    train(frame, target, overrides, tmp_path, name="t")
+    texts = tmp_path / "new.jsonl"
+    frame[["review"]].head(6).to_json(texts, orient="records", lines=True)
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", "t", "--runs-dir", str(tmp_path / "runs"), "--data", str(texts), "--out", str(out)]) == 0
+    import pandas as pd
+
+    predictions = pd.read_csv(out)
+    assert list(predictions.columns) == ["review", "prediction", "probability_bad", "probability_good"]
+    assert (predictions["prediction"] == frame[target].head(6).to_numpy()).mean() >= 0.8
