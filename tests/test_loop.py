@@ -106,3 +106,40 @@ def test_weight_decay_skips_biases():
     decayed, plain = optimizer.param_groups
     assert decayed["weight_decay"] == 0.1 and [p.shape for p in decayed["params"]] == [torch.Size([2, 3])]
     assert plain["weight_decay"] == 0.0 and [p.shape for p in plain["params"]] == [torch.Size([2])]
+
+
+def test_every_epoch_gets_its_own_batch_order():
+    seen = []
+
+    class Recording(Toy):
+        def collate(self, indices, device):
+            seen.append(tuple(indices))
+            return super().collate(indices, device)
+
+    fit(Recording(), settings(epochs=2), EventBus(), None)
+    toy = Toy()
+    assert seen == [tuple(b) for epoch in (0, 1) for b in toy.step_batches(epoch)]
+
+
+@pytest.mark.parametrize("every", [3, 8])  # 8 = the epoch length: checkpoints at epochs' last steps
+def test_crash_then_resume_matches_an_uninterrupted_run(tmp_path, every):
+    config = settings(epochs=4, checkpoint_every=every, eval_every=5)
+    straight = Toy()
+    fit(straight, config, EventBus(), tmp_path / "straight")
+
+    class Crash(Toy):
+        calls = 0
+
+        def collate(self, indices, device):
+            Crash.calls += 1
+            if Crash.calls == 20:
+                raise KeyboardInterrupt
+            return super().collate(indices, device)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(Crash(), config, EventBus(), tmp_path / "crashed")
+    resumed = Toy()
+    result = fit(resumed, config, EventBus(), tmp_path / "crashed")
+    assert result.resumed_from is not None and result.steps == 32
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)

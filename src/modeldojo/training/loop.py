@@ -157,6 +157,11 @@ def fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir:
             if (config.checkpoint_every and state["step"] % config.checkpoint_every == 0) or \
                     (not config.checkpoint_every and end_of_epoch):
                 save_checkpoint()
+            if end_of_epoch:
+                break  # the next epoch gets its own batch order
+        if state["position"] >= len(batches):  # resumed from a checkpoint written at an epoch's last step
+            state["epoch"] += 1
+            state["position"] = 0
     if best_weights is None and state["best_step"] is not None and checkpoint_dir is not None:
         best = checkpoint_dir / f"step-{state['best_step']:08d}"  # resumed after the best eval: read it back
         checkpoints.load(best, model=model, restore_random=False)
