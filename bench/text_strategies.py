@@ -47,7 +47,7 @@ def main() -> None:
                     "data.test_fraction": 0.0, "data.validation_fraction": 0.1, "data.label_error_check": False})
                 scores = result.model.evaluate(test)
             rows.append({"per class": size or "all", "rows": len(data), "strategy": strategy,
-                         "epochs": EPOCHS[size], "lr": LEARNING_RATE[strategy],
+                         "epochs": EPOCHS[size], "lr": f"{LEARNING_RATE[strategy]:g}",
                          "trainable %": result.info["trainable_percent"], "accuracy": scores["accuracy"],
                          "macro-F1": scores["f1_macro"], "wall s": time.perf_counter() - started})
             print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1,
