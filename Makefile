@@ -32,6 +32,7 @@ test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: install
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[$(BOOST),text,bench]"
 	$(BIN)/python bench/tabular.py
 
 clean:

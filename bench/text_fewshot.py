@@ -75,12 +75,14 @@ def run_frozen_logistic(train, test, results):
 
 def run_setfit(train, test, results):
     from datasets import Dataset
-    from setfit import SetFitModel, Trainer
+    from setfit import SetFitModel, Trainer, TrainingArguments
 
     started = time.perf_counter()
     model = SetFitModel.from_pretrained(default_model())
-    trainer = Trainer(model=model, train_dataset=Dataset.from_dict({"text": train["review"].tolist(),
-                                                                    "label": train["score"].tolist()}))
+    # Default hyperparameters; only logging integrations off (mlflow-skinny is installed and would be used).
+    trainer = Trainer(model=model, args=TrainingArguments(report_to="none"),
+                      train_dataset=Dataset.from_dict({"text": train["review"].tolist(),
+                                                       "label": train["score"].tolist()}))
     trainer.train()
     predicted = model.predict(test["review"].tolist())
     report("SetFit (defaults)", test["score"], list(predicted), time.perf_counter() - started, results)
