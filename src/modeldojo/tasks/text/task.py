@@ -171,8 +171,8 @@ class TextTask(Task):
         strategy = strategies.STRATEGIES.get(self.config.finetune.strategy)(self.config.finetune)
         heads = [name for name, module in self.model.named_children()
                  if name != self.model.base_model_prefix and any(True for _ in module.parameters())]
-        # BERT's pooler feeds only the classification head, and sentence-embedding checkpoints such as
-        # MiniLM never trained it: it belongs with the head (head-only on MiniLM: 0.658 -> see benchmarks.md).
+        # BERT's pooler feeds only the classification head (and sentence-embedding checkpoints such as
+        # MiniLM never trained it), so it trains with the head in every strategy.
         base = getattr(self.model, self.model.base_model_prefix, None)
         if base is not None and getattr(base, "pooler", None) is not None:
             heads.append(f"{self.model.base_model_prefix}.pooler")
