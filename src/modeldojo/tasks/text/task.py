@@ -181,7 +181,7 @@ class TextTask(Task):
         events.emit(STAGE, name="strategy", detail=f"{strategy.name}: {trainable['trainable_parameters']:,} of "
                     f"{trainable['total_parameters']:,} parameters train ({trainable['trainable_percent']}%)")
         trainee = _Trainee(self, ids, labels, weights, validation_data)
-        checkpoint_dir = self.workdir / "checkpoints" if getattr(self, "workdir", None) else None
+        checkpoint_dir = self.workdir / "checkpoints" if self.workdir else None
         result = run_loop(trainee, self.config.train, events, checkpoint_dir)
         self.model = strategy.finalize(trainee.model).cpu().eval()
         return {"model": self.model_name, "strategy": strategy.name, **trainable, "max_length": self.max_length,
