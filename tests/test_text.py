@@ -52,20 +52,23 @@ def _changed(before, after, prefix):
 
 
 @pytest.mark.parametrize("strategy, frozen, trained", [
-    ("head", ["bert.embeddings", "bert.encoder.layer.0", "bert.encoder.layer.1"], []),
-    ("freeze", ["bert.embeddings", "bert.encoder.layer.0"], ["bert.encoder.layer.1"]),
-    ("full", [], ["bert.embeddings", "bert.encoder.layer.0", "bert.encoder.layer.1"]),
-    ("lora", ["bert.embeddings"], ["bert.encoder.layer.0", "bert.encoder.layer.1"]),
+    ("head", ["embeddings", "encoder.layer.0", "encoder.layer.1"], []),
+    ("freeze", ["embeddings", "encoder.layer.0"], ["encoder.layer.1"]),
+    ("full", [], ["embeddings", "encoder.layer.0", "encoder.layer.1"]),
+    ("lora", ["embeddings"], ["encoder.layer.0", "encoder.layer.1"]),
 ])
 def test_each_strategy_trains_exactly_its_parameters(strategy, frozen, trained, tmp_path):
     from transformers import AutoModel
 
     frame, target, overrides = reviews("binary")
-    base = {f"bert.{k}": v for k, v in AutoModel.from_pretrained(overrides["model.name"]).state_dict().items()}
+    base = AutoModel.from_pretrained(overrides["model.name"]).state_dict()
     result = train(frame, target, overrides, tmp_path,
                    more={"finetune.strategy": strategy, "finetune.freeze_layers": 1, "train.epochs": 2})
     after = _weights(result.run.model_dir)
     assert not any("lora" in k for k in after), "LoRA must be merged on save"
+    assert not any("pooler" in k for k in after), "mean pooling: BERT's pooler is dropped, not shipped"
+    head = load_file(str(result.run.model_dir / "head.safetensors"))
+    assert set(head) == {"weight", "bias"} and head["weight"].shape[0] == 2
     for prefix in frozen:
         assert not _changed(base, after, prefix), f"{strategy} changed {prefix}"
     for prefix in trained:

@@ -18,6 +18,7 @@ from ...events import STAGE, EventBus
 from ...evaluation import metrics as metrics_module
 from ..base import TASKS, Prediction, Task
 from . import data as text_data
+from . import model as text_model
 
 HUB_DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
 STATE_FILE = "text.json"
@@ -65,7 +66,7 @@ class _Trainee:
                 "labels": torch.as_tensor(self.labels[indices], device=device)}
 
     def loss(self, model, batch):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         return self.loss_function(logits.float(), batch["labels"])
 
     def evaluate(self, model) -> dict[str, float]:
@@ -77,6 +78,16 @@ class _Trainee:
         picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1)
         scores = metrics_module.classification(labels, classes[probabilities.argmax(axis=1)], None, None)
         return {"loss": float(-np.log(picked).mean()), "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"]}
+
+
+def _dropout_settings(model_name: str, train) -> dict[str, float]:
+    """Encoder config overrides for train.dropout / train.attention_dropout, under each family's key names."""
+    from transformers import AutoConfig
+
+    names = AutoConfig.from_pretrained(model_name).to_dict()
+    wanted = {("hidden_dropout_prob", "dropout", "hidden_dropout"): train.dropout,
+              ("attention_probs_dropout_prob", "attention_dropout"): train.attention_dropout}
+    return {key: value for keys, value in wanted.items() if value is not None for key in keys if key in names}
 
 
 def _loss(weights):
@@ -131,7 +142,7 @@ class TextTask(Task):
 
     def fit(self, train, y_train, validation, y_validation, events: EventBus) -> dict[str, Any]:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         from ...training import strategies
         from ...training.loop import fit as run_loop
@@ -147,14 +158,14 @@ class TextTask(Task):
         codes = {label: index for index, label in enumerate(self.classes)}
         events.emit(STAGE, name="model", detail=f"{self.model_name} ({len(self.classes)} classes)")
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-        dropout = {} if self.config.train.dropout is None else {
-            "hidden_dropout_prob": self.config.train.dropout, "attention_probs_dropout_prob": self.config.train.dropout}
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            self.model_name, num_labels=len(self.classes), id2label=dict(enumerate(self.classes)),
-            label2id=codes, **dropout)
+        self.pooling = text_model.checkpoint_pooling(self.model_name)
+        encoder_settings = _dropout_settings(self.model_name, self.config.train)
+        head_dropout = self.config.train.dropout if self.config.train.dropout is not None else 0.1
+        self.model = text_model.build(self.model_name, len(self.classes), self.pooling, head_dropout,
+                                      encoder_settings)
         texts = self._texts(train, check_empty=True)
         full_lengths = np.array([len(s) for s in self.tokenizer(texts, add_special_tokens=True)["input_ids"]])
-        limit = min(self.tokenizer.model_max_length or 512, getattr(self.model.config, "max_position_embeddings", 512))
+        limit = min(self.tokenizer.model_max_length or 512, getattr(self.model.encoder.config, "max_position_embeddings", 512))
         self.max_length = self.config.model.max_length or text_data.choose_max_length(full_lengths, limit)
         events.emit(STAGE, name="tokens", detail=f"max length {self.max_length} (token lengths p50 "
                     f"{int(np.percentile(full_lengths, 50))}, p95 {int(np.percentile(full_lengths, 95))}, "
@@ -169,14 +180,7 @@ class TextTask(Task):
         if has_validation:
             validation_data = (self._encode(self._texts(validation)), y_validation.map(codes).to_numpy(dtype=np.int64))
         strategy = strategies.STRATEGIES.get(self.config.finetune.strategy)(self.config.finetune)
-        heads = [name for name, module in self.model.named_children()
-                 if name != self.model.base_model_prefix and any(True for _ in module.parameters())]
-        # BERT's pooler feeds only the classification head (and sentence-embedding checkpoints such as
-        # MiniLM never trained it), so it trains with the head in every strategy.
-        base = getattr(self.model, self.model.base_model_prefix, None)
-        if base is not None and getattr(base, "pooler", None) is not None:
-            heads.append(f"{self.model.base_model_prefix}.pooler")
-        self.model = strategy.prepare(self.model, heads)
+        self.model = strategy.prepare(self.model, ["head"])
         trainable = strategies.trainable_summary(self.model)
         events.emit(STAGE, name="strategy", detail=f"{strategy.name}: {trainable['trainable_parameters']:,} of "
                     f"{trainable['total_parameters']:,} parameters train ({trainable['trainable_percent']}%)")
@@ -185,6 +189,7 @@ class TextTask(Task):
         result = run_loop(trainee, self.config.train, events, checkpoint_dir)
         self.model = strategy.finalize(trainee.model).cpu().eval()
         return {"model": self.model_name, "strategy": strategy.name, **trainable, "max_length": self.max_length,
+                "pooling": self.pooling,
                 "steps": result.steps, "epochs_completed": result.epochs_completed, "best_step": result.best_step,
                 "stopped_early": result.stopped_early, "examples_per_second": round(result.examples_per_second, 2),
                 "train_seconds": round(result.train_seconds, 2), "resumed_from_step": result.resumed_from,
@@ -215,7 +220,7 @@ class TextTask(Task):
             for start in range(0, len(order), PREDICT_BATCH):
                 chosen = order[start:start + PREDICT_BATCH]
                 input_ids, mask = text_data.pad([ids[i] for i in chosen], self.tokenizer.pad_token_id)
-                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
                 out[chosen] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         return out
 
@@ -235,15 +240,15 @@ class TextTask(Task):
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         _quiet_transformers()
-        self.model.save_pretrained(directory / "model", safe_serialization=True)
-        self.tokenizer.save_pretrained(directory / "model")
+        text_model.save(self.model, directory)
+        self.tokenizer.save_pretrained(directory / text_model.ENCODER_FOLDER)
         state = {"kind": self.kind, "classes": self.classes, "text_columns": self.text_columns,
-                 "max_length": self.max_length, "base_model": self.model_name}
+                 "max_length": self.max_length, "base_model": self.model_name, "pooling": self.pooling}
         (directory / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any]) -> "TextTask":
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         from ...config import Config
 
@@ -251,7 +256,7 @@ class TextTask(Task):
         state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
         task = cls(Config.from_dict(meta.get("config", {})), state["kind"], meta["target"])
         task.classes, task.text_columns = state["classes"], state["text_columns"]
-        task.max_length, task.model_name = state["max_length"], state["base_model"]
-        task.tokenizer = AutoTokenizer.from_pretrained(directory / "model")
-        task.model = AutoModelForSequenceClassification.from_pretrained(directory / "model").eval()
+        task.max_length, task.model_name, task.pooling = state["max_length"], state["base_model"], state["pooling"]
+        task.tokenizer = AutoTokenizer.from_pretrained(directory / text_model.ENCODER_FOLDER)
+        task.model = text_model.load(directory, len(task.classes), task.pooling)
         return task
