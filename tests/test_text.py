@@ -54,7 +54,8 @@ def _changed(before, after, prefix):
 @pytest.mark.parametrize("strategy, frozen, trained", [
     ("head", ["embeddings", "encoder.layer.0", "encoder.layer.1"], []),
     ("freeze", ["embeddings", "encoder.layer.0"], ["encoder.layer.1"]),
-    ("full", [], ["embeddings", "encoder.layer.0", "encoder.layer.1"]),
+    ("full", ["embeddings.word_embeddings"], ["embeddings.LayerNorm", "encoder.layer.0", "encoder.layer.1"]),
+    ("full+tokens", [], ["embeddings.word_embeddings", "encoder.layer.0", "encoder.layer.1"]),
     ("lora", ["embeddings"], ["encoder.layer.0", "encoder.layer.1"]),
 ])
 def test_each_strategy_trains_exactly_its_parameters(strategy, frozen, trained, tmp_path):
@@ -63,7 +64,8 @@ def test_each_strategy_trains_exactly_its_parameters(strategy, frozen, trained, 
     frame, target, overrides = reviews("binary")
     base = AutoModel.from_pretrained(overrides["model.name"]).state_dict()
     result = train(frame, target, overrides, tmp_path,
-                   more={"finetune.strategy": strategy, "finetune.freeze_layers": 1, "train.epochs": 2})
+                   more={"finetune.strategy": strategy.split("+")[0], "finetune.freeze_layers": 1, "train.epochs": 2,
+                         "finetune.train_token_embeddings": strategy.endswith("+tokens")})
     after = _weights(result.run.model_dir)
     assert not any("lora" in k for k in after), "LoRA must be merged on save"
     assert not any("pooler" in k for k in after), "mean pooling: BERT's pooler is dropped, not shipped"
@@ -74,7 +76,7 @@ def test_each_strategy_trains_exactly_its_parameters(strategy, frozen, trained, 
     for prefix in trained:
         assert _changed(base, after, prefix), f"{strategy} did not train {prefix}"
     percent = result.info["trainable_percent"]
-    assert (percent == 100.0) == (strategy == "full")
+    assert (percent == 100.0) == (strategy == "full+tokens")
 
 
 def test_unknown_strategy_and_too_many_frozen_layers(tmp_path):

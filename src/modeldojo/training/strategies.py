@@ -53,13 +53,24 @@ class Strategy:
         return model
 
 
+def _token_embeddings(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    getter = getattr(model, "get_input_embeddings", None)
+    embeddings = getter() if getter is not None else None
+    return list(embeddings.parameters()) if embeddings is not None else []
+
+
 @STRATEGIES.register("full")
 class Full(Strategy):
+    """Every weight trains, but the token-embedding table only with `finetune.train_token_embeddings`."""
+
     name = "full"
 
     def prepare(self, model, head_names):
         for parameter in model.parameters():
             parameter.requires_grad_(True)
+        if not self.settings.train_token_embeddings:
+            for parameter in _token_embeddings(model):
+                parameter.requires_grad_(False)
         return model
 
 
@@ -87,12 +98,12 @@ class Freeze(Strategy):
         if count > len(layers):
             raise ConfigError(f"finetune.freeze_layers: got {count}; this model has {len(layers)} layers")
         frozen = {id(p) for layer in list(layers)[:count] for p in layer.parameters()}
-        embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
         for module_name, module in model.named_modules():
             if module_name.endswith("embeddings") and not _is_head(module_name, head_names):
                 frozen |= {id(p) for p in module.parameters()}
-        if embeddings is not None:
-            frozen |= {id(p) for p in embeddings.parameters()}
+        frozen |= {id(p) for p in _token_embeddings(model)}
+        if self.settings.train_token_embeddings:
+            frozen -= {id(p) for p in _token_embeddings(model)}
         for parameter in model.parameters():
             parameter.requires_grad_(id(parameter) not in frozen)
         return model
