@@ -155,3 +155,44 @@ def test_dojo_predict_on_a_jsonl_of_texts(tmp_path, capsys):
     predictions = pd.read_csv(out)
     assert list(predictions.columns) == ["review", "prediction", "probability_bad", "probability_good"]
     assert (predictions["prediction"] == frame[target].head(6).to_numpy()).mean() >= 0.8
+
+
+def test_multilabel_from_delimited_strings_and_from_json_lists(tmp_path):
+    frame, target, overrides = reviews("multilabel")
+    assert set(frame[target]) == {"", "late", "tasty", "late|tasty"}
+    result = train(frame, target, overrides, tmp_path, kind="multilabel", name="strings")
+    assert result.run.status()["kind"] == "multilabel"
+    assert result.metrics["f1_micro"] >= 0.9 and result.metrics["accuracy"] >= 0.8  # accuracy = whole set right
+    assert set(result.metrics["per_class"]) == {"late", "tasty"} and "hamming_loss" in result.metrics
+    probabilities = result.model.predict_proba(frame.head(20))
+    assert list(probabilities.columns) == ["late", "tasty"]
+    assert not np.allclose(probabilities.sum(axis=1), 1)  # independent per label, not a softmax
+    predicted = result.model.predict(frame.head(20))
+    assert (predicted == frame[target].head(20).to_numpy()).mean() >= 0.8
+
+    # The same labels as JSON arrays (JSONL): multi-label is recognised without task.kind.
+    lists = frame.assign(**{target: frame[target].map(lambda cell: cell.split("|") if cell else [])})
+    path = tmp_path / "reviews.jsonl"
+    lists.to_json(path, orient="records", lines=True)
+    result = dojo.train(str(path), target=target, runs_dir=str(tmp_path / "runs"), tracking=False, name="lists",
+                        overrides=overrides)
+    assert result.run.status()["kind"] == "multilabel" and result.metrics["f1_micro"] >= 0.9
+
+
+def test_multilabel_predictions_in_dojo_predict_and_a_label_unseen_in_training(tmp_path, write_csv):
+    from modeldojo.api import evaluate
+    from modeldojo.cli import main
+
+    frame, target, overrides = reviews("multilabel")
+    separated = frame.assign(**{target: frame[target].str.replace("|", ";")})
+    train(separated, target, overrides, tmp_path, kind="multilabel", name="m", more={"data.label_separator": ";"})
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", "m", "--runs-dir", str(tmp_path / "runs"), "--data",
+                 str(write_csv(frame[["review"]].head(12), "new.csv")), "--out", str(out)]) == 0
+    predictions = pd.read_csv(out, keep_default_na=False)
+    assert list(predictions.columns) == ["review", "prediction", "probability_late", "probability_tasty"]
+    assert set(predictions["prediction"]) <= {"", "late", "tasty", "late;tasty"}
+    holdout = separated.head(10).copy()
+    holdout.loc[:4, target] = "late;spicy"  # 'spicy' was never a training label
+    scores = evaluate("m", write_csv(holdout, "holdout.csv"), runs_dir=tmp_path / "runs")["metrics"]
+    assert scores["per_class"]["spicy"]["recall"] == 0.0 and scores["unseen_label_rows"] == 5

@@ -103,19 +103,20 @@ def prepare(data=None, config: Config | None = None, *, run_checks: bool = True)
         frame, target, kind=config.task.kind, seed=config.train.seed,
         label_errors=run_checks and config.data.label_error_check and task_class.row_label_checks,
         sample_rows=config.data.check_sample_rows,
-        drop_columns=config.data.drop_columns)
+        drop_columns=config.data.drop_columns, separator=config.data.label_separator)
     if report_.errors:
         raise DataError("\n".join(f.message for f in report_.errors))
     kind = report_.kind
     excluded = set(report_.id_columns) | set(report_.constant_columns) | set(config.data.drop_columns) | {target}
     features = [c for c in frame.columns if c not in excluded]
     prepared = Prepared(config.with_overrides({"task.name": task_name, "task.kind": kind}), frame,
-                        target_values(frame, target, kind), kind, task_name, report_, features)
+                        target_values(frame, target, kind, config.data.label_separator), kind, task_name, report_,
+                        features)
     for role, path in (("validation", config.data.validation_path), ("test", config.data.test_path)):
         if path:
             extra = _read(path, config)
             require_column(extra, target, "target")
-            setattr(prepared, role, (extra, target_values(extra, target, kind)))
+            setattr(prepared, role, (extra, target_values(extra, target, kind, config.data.label_separator)))
     return prepared
 
 
@@ -125,7 +126,7 @@ def _fit(prepared: Prepared, train_rows: np.ndarray, validation: tuple[pd.DataFr
     task = tasks.get(prepared.task_name)(config, prepared.kind, config.data.target)
     task.workdir = workdir
     task.excluded_columns = [c for c in frame.columns if c not in prepared.features and c != config.data.target]
-    if prepared.kind != "regression":
+    if prepared.kind not in ("regression", "multilabel"):
         train_rows = balance.resample(train_rows, y, config.data.resample, config.train.seed)
     X_val, y_val = (validation[0][prepared.features], validation[1]) if validation is not None else (None, None)
     if X_val is not None:
@@ -135,13 +136,13 @@ def _fit(prepared: Prepared, train_rows: np.ndarray, validation: tuple[pd.DataFr
     return task, info
 
 
-def _score(predict, frame: pd.DataFrame, y: pd.Series, kind: str):
+def _score(predict, frame: pd.DataFrame, y: pd.Series, kind: str, separator: str):
     """Metrics of `predict` (frame → Prediction) on the rows whose target is present."""
     keep = y.notna().to_numpy()
     frame, y = frame[keep], y[keep]
     prediction = predict(frame)
     scores = metrics_module.compute(kind, y.to_numpy(), prediction.values, prediction.probabilities,
-                                    prediction.classes)
+                                    prediction.classes, separator)
     return scores, prediction, frame, y
 
 
@@ -200,10 +201,11 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
         if test is not None:
             bus.emit(ev.STAGE, name="evaluate", detail=f"{len(test[1])} test rows")
             scores, prediction, test_frame, test_y = _score(
-                lambda rows: task.predict(rows[prepared.features]), test[0], test[1], prepared.kind)
+                lambda rows: task.predict(rows[prepared.features]), test[0], test[1], prepared.kind,
+                config.data.label_separator)
             worst = metrics_module.worst_predictions(
                 test_frame[prepared.features], prepared.kind, test_y, prediction.values, prediction.probabilities,
-                prediction.classes, config.evaluate.worst_examples)
+                prediction.classes, config.evaluate.worst_examples, config.data.label_separator)
         bus.emit(ev.METRICS, metrics=scores, prefix="test_")
         bus.emit(ev.METRICS, metrics={k: v for k, v in info.items() if isinstance(v, (int, float))}, prefix="fit_")
         meta = {"task": prepared.task_name, "kind": prepared.kind, "target": config.data.target,
@@ -284,13 +286,13 @@ def evaluate(reference: str | Path, data=None, *, cv: int | None = None, runs_di
         else:  # new labelled data: no training checks (one class or few rows are fine here)
             frame = _read(data, config)
             require_column(frame, target, "target")
-            y = target_values(frame, target, kind)
+            y = target_values(frame, target, kind, config.data.label_separator)
         bus.emit(ev.STAGE, name="evaluate", detail=f"{int(y.notna().sum())} rows")
-        scores, prediction, frame, y = _score(model.predict_frame, frame, y, kind)
+        scores, prediction, frame, y = _score(model.predict_frame, frame, y, kind, config.data.label_separator)
         actual, predicted = y.to_numpy(), prediction.values
         worst = metrics_module.worst_predictions(frame[model.features], kind, y, prediction.values,
                                                  prediction.probabilities, prediction.classes,
-                                                 config.evaluate.worst_examples)
+                                                 config.evaluate.worst_examples, config.data.label_separator)
         result["metrics"] = scores
         run.write_json("evaluation/metrics.json", scores)
     report.write(out / "report.html", title=f"Evaluation of {run.name}", summary={"data": result["data"],
@@ -316,7 +318,7 @@ def cross_validate(prepared: Prepared, k: int, bus: ev.EventBus) -> dict[str, An
             if len(inner_validation) else None
         task, _ = _fit(prepared, inner_train, validation, bus)
         scores = _score(lambda rows: task.predict(rows[prepared.features]), prepared.frame.iloc[test_rows],
-                        prepared.y.iloc[test_rows], prepared.kind)[0]
+                        prepared.y.iloc[test_rows], prepared.kind, data.label_separator)[0]
         table.append({"fold": str(number), **metrics_module.scalar(scores)})
     frame = pd.DataFrame(table).set_index("fold")
     summary = [{"fold": "mean", **frame.mean().to_dict()}, {"fold": "std", **frame.std().to_dict()}]

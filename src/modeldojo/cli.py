@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="a data file or a YAML config, then optional overrides like train.seed=3")
     train.add_argument("--target", help="column to predict")
     train.add_argument("--task", help="task name (default: chosen from the data)")
-    train.add_argument("--kind", choices=["regression", "binary", "multiclass"], help="force the prediction kind")
+    train.add_argument("--kind", choices=["regression", "binary", "multiclass", "multilabel"], help="force the prediction kind")
     train.add_argument("--model", help="learner: lightgbm (default), xgboost, catboost, random_forest, "
                                        "extra_trees, decision_tree, hist_gradient_boosting, linear")
     train.add_argument("--name", help="run name (default: <task>-<timestamp>)")
@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
                     "dojo check houses.csv --target Sale_Price --out checks.json", [reading])
     check.add_argument("data", help="data file")
     check.add_argument("--target", help="column to predict")
-    check.add_argument("--kind", choices=["regression", "binary", "multiclass"], help="force the prediction kind")
+    check.add_argument("--kind", choices=["regression", "binary", "multiclass", "multilabel"], help="force the prediction kind")
     check.add_argument("--out", help="also save the report as JSON here")
     check.add_argument("--no-label-errors", action="store_true", help="skip the label-error search (faster)")
 

@@ -134,6 +134,8 @@ class DataConfig(Group):
     test_fraction: float = setting(0.2, "Share of rows held out for the final test metrics.", minimum=0.0, maximum=0.5)
     group_column: str | None = setting(None, "Rows sharing this column's value stay in the same split / fold.")
     text_columns: list[str] = setting([], "Text task: the text column(s); empty = the free-text column found in the data.")
+    label_separator: str = setting("|", "Multilabel: separator between labels in a target cell (\"billing|refund\"); "
+                                        "predictions are written the same way.")
     drop_columns: list[str] = setting([], "Columns never used as features.")
     class_weights: Literal["auto", "balanced", "none"] = setting(
         "auto", "Classification: weight classes inversely to frequency; auto = balanced when imbalance ratio >= 3.")
@@ -153,8 +155,9 @@ class DataConfig(Group):
 class TaskConfig(Group):
     section = "task"
     name: str = setting("auto", "Registered task name (tabular, …); auto = chosen from the data.")
-    kind: Literal["auto", "regression", "binary", "multiclass"] = setting(
-        "auto", "Prediction kind; auto = inferred from the target column.")
+    kind: Literal["auto", "regression", "binary", "multiclass", "multilabel"] = setting(
+        "auto", "Prediction kind; auto = inferred from the target column (multilabel when its cells are lists, "
+                "e.g. JSON arrays; set multilabel for delimited strings, see data.label_separator).")
 
 
 @dataclass

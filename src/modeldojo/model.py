@@ -111,11 +111,12 @@ class Model:
     def evaluate(self, data) -> dict[str, Any]:
         frame = readers.read(data)
         require_column(frame, self.target, "target")
-        y = target_values(frame, self.target, self.kind)
+        separator = self.meta.get("config", {}).get("data", {}).get("label_separator", "|")
+        y = target_values(frame, self.target, self.kind, separator)
         keep = y.notna().to_numpy()
         prediction = self.predict_frame(frame[keep].reset_index(drop=True).pipe(_keep_attrs, frame))
         return metrics_module.compute(self.kind, y[keep].to_numpy(), prediction.values, prediction.probabilities,
-                                      prediction.classes)
+                                      prediction.classes, separator)
 
     def feature_importance(self) -> dict[str, float] | None:
         return self._fitted().feature_importance()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .readers import row_location, source_name
-from .target import infer_kind, require_column, target_values
+from .target import DEFAULT_SEPARATOR, infer_kind, label_sets, require_column, target_values
 
 ID_NAME = re.compile(r"(^|[_\s.-])(id|uuid|guid|key|rownames|index)$", re.IGNORECASE)
 HIGH_CARDINALITY = 50
@@ -63,11 +63,13 @@ class CheckReport:
 
 
 def run_checks(frame: pd.DataFrame, target: str | None, *, kind: str = "auto", seed: int = 0,
-               label_errors: bool = True, sample_rows: int = 20000, drop_columns: list[str] = ()) -> CheckReport:
+               label_errors: bool = True, sample_rows: int = 20000, drop_columns: list[str] = (),
+               separator: str = DEFAULT_SEPARATOR) -> CheckReport:
     report = CheckReport(source_name(frame), len(frame), frame.shape[1], target, None)
     if len(frame) == 0:
         report.add("empty", "error", f"{report.source}: no data rows")
         return report
+    frame = _hashable_cells(frame)
     _column_table(frame, target, report)
     _duplicates(frame, report)
     if target is None:
@@ -79,9 +81,11 @@ def run_checks(frame: pd.DataFrame, target: str | None, *, kind: str = "auto", s
             report.add("missing_target", "error", str(error), target)
         return report
     report.kind = kind = infer_kind(frame, target, kind)
-    y = target_values(frame, target, kind)
-    if not _target_problems(frame, target, y, kind, report):
+    y = target_values(frame, target, kind, separator)
+    if not _target_problems(frame, target, y, kind, report, separator):
         return report
+    if kind == "multilabel":
+        return report  # the leakage and label-error checks model one label per row
     features = [c for c in frame.columns if c != target and c not in set(report.id_columns)
                 | set(report.constant_columns) | set(drop_columns)]
     usable = y.notna().to_numpy()
@@ -119,6 +123,18 @@ def free_text_columns(frame: pd.DataFrame, exclude: set) -> list[str]:
                 sample.str.split().str.len().median() >= FREE_TEXT_MIN_WORDS and sample.nunique() >= 0.5 * len(sample):
             found.append(column)
     return found
+
+
+def _hashable_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """List cells (JSON arrays, e.g. multi-label targets) as tuples, so counting distinct values works."""
+    listed = [c for c in frame.columns if frame[c].dtype == object and
+              frame[c].map(lambda v: isinstance(v, (list, np.ndarray))).any()]
+    if not listed:
+        return frame
+    converted = frame.assign(**{str(c): frame[c].map(lambda v: tuple(v) if isinstance(v, (list, np.ndarray)) else v)
+                                for c in listed})
+    converted.attrs = dict(frame.attrs)
+    return converted
 
 
 def _column_table(frame: pd.DataFrame, target: str | None, report: CheckReport) -> None:
@@ -182,7 +198,8 @@ def _duplicates(frame: pd.DataFrame, report: CheckReport) -> None:
                    "inflate test scores when copies land in both train and test", count=count)
 
 
-def _target_problems(frame: pd.DataFrame, target: str, y: pd.Series, kind: str, report: CheckReport) -> bool:
+def _target_problems(frame: pd.DataFrame, target: str, y: pd.Series, kind: str, report: CheckReport,
+                     separator: str = DEFAULT_SEPARATOR) -> bool:
     """Record target findings; False when training cannot go on."""
     missing = int(y.isna().sum())
     if missing == len(y):
@@ -198,7 +215,14 @@ def _target_problems(frame: pd.DataFrame, target: str, y: pd.Series, kind: str, 
                    target, count=missing)
     if kind == "regression":
         return True
-    counts = y.value_counts()
+    if kind == "multilabel":  # rows per label: a row counts once for each of its labels
+        counts = pd.Series([label for labels in label_sets(y.dropna(), separator) for label in labels],
+                           dtype=object).value_counts()
+        if counts.empty:
+            report.add("no_labels", "error", f"{report.source}: target {target!r} holds no labels in any row", target)
+            return False
+    else:
+        counts = y.value_counts()
     report.class_counts = {str(k): int(v) for k, v in counts.items()}
     if len(counts) < 2:
         report.add("single_class", "error", f"{report.source}: target {target!r} has a single class "

@@ -10,7 +10,7 @@ from ..errors import ConfigError, DataError
 
 
 def _stratify_on(y: pd.Series, kind: str, positions: np.ndarray):
-    if kind == "regression":
+    if kind in ("regression", "multilabel"):  # multi-label rows: random splits (no single class to stratify on)
         return None
     labels = y.to_numpy()[positions]
     counts = pd.Series(labels).value_counts()
@@ -55,7 +55,7 @@ def folds(y: pd.Series, kind: str, k: int, *, seed: int, groups: np.ndarray | No
     positions = np.flatnonzero(y.notna().to_numpy())
     labels = y.to_numpy()[positions]
     group_values = groups[positions] if groups is not None else None
-    if kind != "regression":
+    if kind not in ("regression", "multilabel"):
         smallest = pd.Series(labels).value_counts().min()
         if smallest < k:
             raise DataError(f"the smallest class has {smallest} rows; cannot make {k} stratified folds")

@@ -9,7 +9,8 @@ import pandas as pd
 from ..errors import DataError
 from .readers import row_location, source_name
 
-KINDS = ("regression", "binary", "multiclass")
+KINDS = ("regression", "binary", "multiclass", "multilabel")
+DEFAULT_SEPARATOR = "|"
 # An integer target with at most this many distinct values is treated as classes.
 MAX_INTEGER_CLASSES = 20
 
@@ -53,8 +54,18 @@ def numeric_target(frame: pd.DataFrame, target: str, *, strict: bool) -> pd.Seri
     return pd.to_numeric(column.astype(str).str.strip(), errors="coerce")
 
 
+def _is_list(value) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
 def infer_kind(frame: pd.DataFrame, target: str, requested: str = "auto") -> str:
-    """regression / binary / multiclass from the target's values, or validate the requested kind."""
+    """regression / binary / multiclass / multilabel from the target's values, or validate the requested kind.
+
+    Multi-label is inferred only from list cells (JSON arrays in JSONL, lists in a DataFrame); delimited
+    strings such as "billing|refund" need task.kind: multilabel, as a "|" may just be part of a class name.
+    """
+    if requested == "multilabel" or (requested == "auto" and frame[target].map(_is_list).any()):
+        return "multilabel"
     numbers = numeric_target(frame, target, strict=requested == "regression")
     present = frame[target].dropna()
     n_classes = present.nunique()
@@ -72,8 +83,11 @@ def infer_kind(frame: pd.DataFrame, target: str, requested: str = "auto") -> str
     return "binary" if n_classes <= 2 else "multiclass"
 
 
-def target_values(frame: pd.DataFrame, target: str, kind: str) -> pd.Series:
-    """The target column converted for the kind: floats (NaN for missing/inf) or class labels as strings."""
+def target_values(frame: pd.DataFrame, target: str, kind: str, separator: str = DEFAULT_SEPARATOR) -> pd.Series:
+    """The target column converted for the kind: floats (NaN for missing/inf), class labels as strings, or
+    (multilabel) each row's label set as one canonical string: sorted, de-duplicated, joined by `separator`."""
+    if kind == "multilabel":
+        return frame[target].map(lambda cell: _label_set_text(cell, separator)).astype(object)
     if kind == "regression":
         values = numeric_target(frame, target, strict=True)
         return values.where(np.isfinite(values))
@@ -87,3 +101,29 @@ def _label_text(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def _label_set_text(cell, separator: str):
+    if _is_list(cell):
+        labels = [_label_text(v) for v in cell if not (v is None or v != v)]
+    elif cell is None or (isinstance(cell, float) and cell != cell):
+        return None  # missing: the row is dropped like any missing target (an empty list means "no labels")
+    else:
+        labels = [part.strip() for part in str(cell).split(separator)]
+    return separator.join(sorted({label for label in labels if label}))
+
+
+def label_sets(values, separator: str = DEFAULT_SEPARATOR) -> list[list[str]]:
+    """Canonical multi-label strings → lists of labels ("" → no labels)."""
+    return [[label for label in str(value).split(separator) if label] if value is not None else [] for value in values]
+
+
+def label_matrix(values, labels: list[str], separator: str = DEFAULT_SEPARATOR) -> np.ndarray:
+    """(rows, labels) 0/1 indicator matrix of canonical multi-label strings; unknown labels are ignored."""
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(values), len(labels)), dtype=np.int64)
+    for row, present in enumerate(label_sets(values, separator)):
+        for label in present:
+            if label in index:
+                matrix[row, index[label]] = 1
+    return matrix

@@ -7,14 +7,18 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as sk
 
-PRIMARY = {"regression": "r2", "binary": "roc_auc", "multiclass": "accuracy"}
+from ..data.target import DEFAULT_SEPARATOR, label_matrix, label_sets
+
+PRIMARY = {"regression": "r2", "binary": "roc_auc", "multiclass": "accuracy", "multilabel": "f1_micro"}
 # Metrics where lower is better (for comparisons in `dojo runs` and promotions later).
-LOWER_IS_BETTER = {"rmse", "mae", "mape", "log_loss", "rmse_log"}
+LOWER_IS_BETTER = {"rmse", "mae", "mape", "log_loss", "rmse_log", "hamming_loss"}
 
 
 def compute(kind: str, y_true, values, probabilities: np.ndarray | None = None,
-            classes: list[str] | None = None) -> dict[str, Any]:
+            classes: list[str] | None = None, separator: str = DEFAULT_SEPARATOR) -> dict[str, Any]:
     """Flat scalar metrics plus nested per-class table and confusion matrix for classifiers."""
+    if kind == "multilabel":
+        return multilabel(list(y_true), list(values), probabilities, classes, separator)
     if kind == "regression":
         return regression(np.asarray(y_true, dtype=float), np.asarray(values, dtype=float))
     return classification(np.asarray(y_true, dtype=object), np.asarray(values, dtype=object), probabilities, classes)
@@ -58,6 +62,31 @@ def classification(y: np.ndarray, predicted: np.ndarray, probabilities: np.ndarr
     return result
 
 
+def multilabel(y: list, predicted: list, probabilities: np.ndarray | None, classes: list[str] | None,
+               separator: str = DEFAULT_SEPARATOR) -> dict[str, Any]:
+    """Label-set metrics: exact-set accuracy, Hamming loss, micro/macro/samples F1, per-label table, ROC-AUC."""
+    known = list(classes) if classes is not None else sorted({l for row in label_sets(y + predicted, separator)
+                                                              for l in row})
+    unseen = sorted({label for row in label_sets(y, separator) for label in row} - set(known))
+    labels = known + unseen  # labels the model never learned count as missed and get a row
+    truth, guess = label_matrix(y, labels, separator), label_matrix(predicted, labels, separator)
+    result: dict[str, Any] = {"accuracy": float(sk.accuracy_score(truth, guess)),  # the whole set must match
+                              "hamming_loss": float(sk.hamming_loss(truth, guess)), "rows": int(len(y))}
+    for average in ("micro", "macro", "samples"):
+        p, r, f, _ = sk.precision_recall_fscore_support(truth, guess, average=average, zero_division=0)
+        result.update({f"precision_{average}": float(p), f"recall_{average}": float(r), f"f1_{average}": float(f)})
+    if unseen:
+        result["unseen_label_rows"] = int(truth[:, len(known):].any(axis=1).sum())
+    elif probabilities is not None:
+        scored = [i for i in range(len(known)) if 0 < truth[:, i].sum() < len(y)]  # AUC needs both outcomes
+        if scored:
+            result["roc_auc"] = float(np.mean([sk.roc_auc_score(truth[:, i], probabilities[:, i]) for i in scored]))
+    p, r, f, support = sk.precision_recall_fscore_support(truth, guess, zero_division=0)
+    result["per_class"] = {label: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                                   "support": int(support[i])} for i, label in enumerate(labels)}
+    return result
+
+
 def _probability_metrics(y: np.ndarray, probabilities: np.ndarray, labels: list[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     present = set(y)
@@ -82,7 +111,8 @@ def scalar(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def worst_predictions(frame: pd.DataFrame, kind: str, y_true: pd.Series, values: np.ndarray,
-                      probabilities: np.ndarray | None, classes: list[str] | None, count: int) -> pd.DataFrame:
+                      probabilities: np.ndarray | None, classes: list[str] | None, count: int,
+                      separator: str = DEFAULT_SEPARATOR) -> pd.DataFrame:
     """The rows the model got most wrong, with their inputs — the start of any error analysis."""
     if count <= 0 or len(frame) == 0:
         return pd.DataFrame()
@@ -92,6 +122,11 @@ def worst_predictions(frame: pd.DataFrame, kind: str, y_true: pd.Series, values:
     if kind == "regression":
         error = np.abs(np.asarray(y_true, dtype=float) - np.asarray(values, dtype=float))
         table.insert(2, "abs_error", error)
+        order = np.argsort(-error)
+    elif kind == "multilabel":  # mean distance between each label's probability and its 0/1 truth
+        truth = label_matrix(list(y_true), list(classes), separator)
+        error = np.abs(truth - probabilities).mean(axis=1)
+        table.insert(2, "mean_label_error", error)
         order = np.argsort(-error)
     else:
         index = {label: i for i, label in enumerate(classes)}

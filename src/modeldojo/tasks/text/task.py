@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ...data.balance import sample_weights
+from ...data.target import label_matrix, label_sets
 from ...data.checks import free_text_columns
 from ...errors import ConfigError, DataError
 from ...events import STAGE, EventBus
@@ -23,6 +24,7 @@ from . import model as text_model
 HUB_DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
 STATE_FILE = "text.json"
 PREDICT_BATCH = 64
+THRESHOLD = 0.5  # multilabel: a label is predicted when its probability reaches this
 
 
 def default_model() -> str:
@@ -51,7 +53,8 @@ class _Trainee:
         self.task, self.ids, self.labels, self.validation = task, ids, labels, validation
         self.model = task.model
         self.lengths = np.array([len(s) for s in ids])
-        self.loss_function = _loss(weights)
+        self.multilabel = task.kind == "multilabel"
+        self.loss_function = _loss(weights, self.multilabel)
 
     def step_batches(self, epoch: int) -> list[list[int]]:
         config = self.task.config.train
@@ -74,6 +77,14 @@ class _Trainee:
             return {}
         ids, labels = self.validation
         probabilities = self.task._probabilities(model, ids)
+        if self.multilabel:
+            clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
+            loss = -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)).mean()
+            predicted = (probabilities >= THRESHOLD).astype(int)
+            from sklearn.metrics import f1_score
+
+            return {"loss": float(loss), "f1_micro": float(f1_score(labels, predicted, average="micro", zero_division=0)),
+                    "f1_macro": float(f1_score(labels, predicted, average="macro", zero_division=0))}
         classes = np.arange(probabilities.shape[1])
         picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1)
         scores = metrics_module.classification(labels, classes[probabilities.argmax(axis=1)], None, None)
@@ -90,16 +101,19 @@ def _dropout_settings(model_name: str, train) -> dict[str, float]:
     return {key: value for keys, value in wanted.items() if value is not None for key in keys if key in names}
 
 
-def _loss(weights):
+def _loss(weights, multilabel: bool):
     import torch
 
-    return torch.nn.CrossEntropyLoss(weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32))
+    weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+    if multilabel:  # one independent yes/no per label; weights up-weight each label's positives
+        return torch.nn.BCEWithLogitsLoss(pos_weight=weights)
+    return torch.nn.CrossEntropyLoss(weight=weights)
 
 
 @TASKS.register("text")
 class TextTask(Task):
     name = "text"
-    supported_kinds = ("binary", "multiclass")
+    supported_kinds = ("binary", "multiclass", "multilabel")
     row_label_checks = False  # the label-error check models table columns, not prose
 
     @classmethod
@@ -119,15 +133,20 @@ class TextTask(Task):
         for index in range(180):
             label = labels[index % len(labels)]
             product = rng.choice(["coffee", "tea", "snack", "sauce"])
-            # The deciding word comes first: a 2-layer, width-64 encoder learns that in seconds.
-            rows.append({"review": f"{rng.choice(words[label])} {product}, order {index}, arrived on time",
-                         "stars": label})
+            late = bool(rng.integers(2))
+            # The deciding words come first: a 2-layer, width-64 encoder learns that in seconds.
+            review = f"{rng.choice(words[label])} {product}, {'late' if late else 'prompt'} delivery, order {index}"
+            if kind == "multilabel":  # label sets: "tasty|late", "late", "tasty" or none
+                label = "|".join([name for name, on in (("late", late), ("tasty", label == "good")) if on])
+            rows.append({"review": review, "stars": label})
         vocabulary = sorted(set(" ".join(r["review"] for r in rows).replace(",", " ").split()) |
                             set(sum(words.values(), [])) | {","})
         digest = hashlib.sha256(("v2 " + " ".join(vocabulary)).encode()).hexdigest()[:12]  # cache key: same words, same model
         folder = tiny.build(Path(tempfile.gettempdir()) / f"modeldojo-tiny-bert-{digest}", vocabulary)
         return pd.DataFrame(rows), "stars", {"model.name": str(folder), "train.epochs": 10,
-                                             "train.learning_rate": 1e-3, "train.batch_size": 16}
+                                             "train.learning_rate": 1e-3, "train.batch_size": 16,
+                                             # random token embeddings carry no meaning until they train
+                                             "finetune.train_token_embeddings": True}
 
     # -- fitting -------------------------------------------------------------------------
     def _columns(self, frame: pd.DataFrame) -> list[str]:
@@ -154,8 +173,12 @@ class TextTask(Task):
         self.text_columns = self._columns(train)
         self.model_name = default_model() if self.config.model.name == "auto" else self.config.model.name
         has_validation = validation is not None and len(validation) > 0
-        self.classes = sorted(set(y_train) | (set(y_validation) if has_validation else set()))
-        codes = {label: index for index, label in enumerate(self.classes)}
+        self.separator = self.config.data.label_separator
+        seen = list(y_train) + (list(y_validation) if has_validation else [])
+        self.classes = sorted({label for row in label_sets(seen, self.separator) for label in row}) \
+            if self.kind == "multilabel" else sorted(set(seen))
+        if self.kind == "multilabel" and not self.classes:
+            raise DataError("multilabel: no labels in the training rows")
         events.emit(STAGE, name="model", detail=f"{self.model_name} ({len(self.classes)} classes)")
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
         self.pooling = text_model.checkpoint_pooling(self.model_name)
@@ -171,14 +194,10 @@ class TextTask(Task):
                     f"{int(np.percentile(full_lengths, 50))}, p95 {int(np.percentile(full_lengths, 95))}, "
                     f"max {full_lengths.max()})")
         ids = self._encode(texts)
-        labels = y_train.map(codes).to_numpy(dtype=np.int64)
-        weights = None
-        balanced = sample_weights(y_train, self.config.data.class_weights)
-        if balanced is not None:  # per-class weights from the per-row balanced weights
-            weights = [float(balanced[labels == c][0]) if (labels == c).any() else 1.0 for c in range(len(self.classes))]
+        labels, weights = self._targets(y_train), self._class_weights(y_train)
         validation_data = None
         if has_validation:
-            validation_data = (self._encode(self._texts(validation)), y_validation.map(codes).to_numpy(dtype=np.int64))
+            validation_data = (self._encode(self._texts(validation)), self._targets(y_validation))
         strategy = strategies.STRATEGIES.get(self.config.finetune.strategy)(self.config.finetune)
         self.model = strategy.prepare(self.model, ["head"])
         trainable = strategies.trainable_summary(self.model)
@@ -194,6 +213,24 @@ class TextTask(Task):
                 "stopped_early": result.stopped_early, "examples_per_second": round(result.examples_per_second, 2),
                 "train_seconds": round(result.train_seconds, 2), "resumed_from_step": result.resumed_from,
                 "history": result.history}
+
+    def _targets(self, y: pd.Series) -> np.ndarray:
+        """Class codes (int64), or for multilabel a 0/1 float matrix with a column per label."""
+        if self.kind == "multilabel":
+            return label_matrix(y.tolist(), self.classes, self.separator).astype(np.float32)
+        return y.map({label: index for index, label in enumerate(self.classes)}).to_numpy(dtype=np.int64)
+
+    def _class_weights(self, y: pd.Series) -> list[float] | None:
+        if self.kind == "multilabel":  # 'balanced': positives weighted negatives/positives per label (≤ 100)
+            if self.config.data.class_weights != "balanced":
+                return None
+            positives = label_matrix(y.tolist(), self.classes, self.separator).sum(axis=0)
+            return [float(min(100.0, (len(y) - p) / max(p, 1))) for p in positives]
+        balanced = sample_weights(y, self.config.data.class_weights)
+        if balanced is None:
+            return None
+        codes = self._targets(y)  # per-class weights from the per-row balanced weights
+        return [float(balanced[codes == c][0]) if (codes == c).any() else 1.0 for c in range(len(self.classes))]
 
     def _texts(self, frame: pd.DataFrame, check_empty: bool = False) -> list[str]:
         missing = [c for c in self.text_columns if c not in frame.columns]
@@ -221,11 +258,16 @@ class TextTask(Task):
                 chosen = order[start:start + PREDICT_BATCH]
                 input_ids, mask = text_data.pad([ids[i] for i in chosen], self.tokenizer.pad_token_id)
                 logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
-                out[chosen] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                scores = torch.sigmoid(logits.float()) if self.kind == "multilabel" else torch.softmax(logits.float(), -1)
+                out[chosen] = scores.cpu().numpy()
         return out
 
     def predict(self, frame: pd.DataFrame) -> Prediction:
         probabilities = self._probabilities(self.model, self._encode(self._texts(frame)))
+        if self.kind == "multilabel":
+            names = np.asarray(self.classes, dtype=object)
+            labels = np.array([self.separator.join(names[row >= THRESHOLD]) for row in probabilities], dtype=object)
+            return Prediction(labels, probabilities, list(self.classes))
         labels = np.asarray(self.classes, dtype=object)[probabilities.argmax(axis=1)]
         return Prediction(labels, probabilities, list(self.classes))
 
@@ -243,7 +285,8 @@ class TextTask(Task):
         text_model.save(self.model, directory)
         self.tokenizer.save_pretrained(directory / text_model.ENCODER_FOLDER)
         state = {"kind": self.kind, "classes": self.classes, "text_columns": self.text_columns,
-                 "max_length": self.max_length, "base_model": self.model_name, "pooling": self.pooling}
+                 "max_length": self.max_length, "base_model": self.model_name, "pooling": self.pooling,
+                 "separator": self.separator}
         (directory / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
 
     @classmethod
@@ -257,6 +300,7 @@ class TextTask(Task):
         task = cls(Config.from_dict(meta.get("config", {})), state["kind"], meta["target"])
         task.classes, task.text_columns = state["classes"], state["text_columns"]
         task.max_length, task.model_name, task.pooling = state["max_length"], state["base_model"], state["pooling"]
+        task.separator = state.get("separator", "|")
         task.tokenizer = AutoTokenizer.from_pretrained(directory / text_model.ENCODER_FOLDER)
         task.model = text_model.load(directory, len(task.classes), task.pooling)
         return task
