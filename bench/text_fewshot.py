@@ -25,9 +25,10 @@ from modeldojo.tasks.text.task import default_model
 
 warnings.filterwarnings("ignore")
 PER_CLASS = 64
-# dojo's few-shot recipe: every weight trains, several passes, a small validation split picks the best epoch.
-RECIPE = {"finetune.strategy": "full", "train.epochs": 15, "train.learning_rate": 1e-4, "model.max_length": 128,
-          "train.batch_size": 16, "data.test_fraction": 0.0, "data.validation_fraction": 0.15}
+# dojo's few-shot recipe: full fine-tune (token table frozen), 10 passes over all 128 reviews. No validation
+# split: holding out 15 % (19 reviews) to pick the best epoch gave 0.651 against 0.780 without.
+RECIPE = {"finetune.strategy": "full", "train.epochs": 10, "train.learning_rate": 1e-4, "model.max_length": 128,
+          "train.batch_size": 16, "data.test_fraction": 0.0, "data.validation_fraction": 0.0}
 
 
 def data():
