@@ -72,6 +72,8 @@ def resolve_config(data=None, target=None, config: Config | str | Path | None = 
         pairs["data.path"] = str(data)
     if target is not None:
         pairs["data.target"] = target
+    elif isinstance(data, (str, Path)) and Path(data).is_dir() and not config.data.target:
+        pairs["data.target"] = "label"  # a folder of class folders: the folder names are the labels
     for key, value in shortcuts.items():
         if key not in SHORTCUTS:
             raise ConfigError(f"unknown keyword {key!r}; use one of {', '.join(sorted(SHORTCUTS))} or overrides=")
@@ -103,9 +105,14 @@ def prepare(data=None, config: Config | None = None, *, run_checks: bool = True)
         frame, target, kind=config.task.kind, seed=config.train.seed,
         label_errors=run_checks and config.data.label_error_check and task_class.row_label_checks,
         sample_rows=config.data.check_sample_rows,
-        drop_columns=config.data.drop_columns, separator=config.data.label_separator)
+        drop_columns=config.data.drop_columns, separator=config.data.label_separator,
+        skip_bad_images=config.data.skip_bad_images)
     if report_.errors:
         raise DataError("\n".join(f.message for f in report_.errors))
+    if report_.skipped_rows:  # unreadable images the user chose to leave out
+        attrs = dict(frame.attrs)
+        frame = frame.drop(index=frame.index[report_.skipped_rows]).reset_index(drop=True)
+        frame.attrs = {k: v for k, v in attrs.items() if k != "lines"}
     kind = report_.kind
     excluded = set(report_.id_columns) | set(report_.constant_columns) | set(config.data.drop_columns) | {target}
     features = [c for c in frame.columns if c not in excluded]

@@ -123,7 +123,8 @@ class Group:
 @dataclass
 class DataConfig(Group):
     section = "data"
-    path: str | None = setting(None, "Training data: CSV/TSV/JSONL/Parquet file (or a DataFrame in Python).")
+    path: str | None = setting(None, "Training data: CSV/TSV/JSONL/Parquet file, a folder of images per class "
+                                     "(photos/cat/*.jpg), or a DataFrame in Python.")
     target: str | None = setting(None, "Name of the column to predict.")
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = setting("auto", "File format; auto = by file extension.")
     delimiter: str | None = setting(None, "Field delimiter for CSV-like files; null = sniffed from the file.")
@@ -134,6 +135,16 @@ class DataConfig(Group):
     test_fraction: float = setting(0.2, "Share of rows held out for the final test metrics.", minimum=0.0, maximum=0.5)
     group_column: str | None = setting(None, "Rows sharing this column's value stay in the same split / fold.")
     text_columns: list[str] = setting([], "Text task: the text column(s); empty = the free-text column found in the data.")
+    image_column: str | None = setting(None, "Image task: the column of image paths (relative to the data file) or "
+                                             "arrays; null = the one found in the data.")
+    augment: Literal["none", "light", "strong"] = setting(
+        "light", "Image task: training augmentation. light = random resized crop (70-100%), small colour jitter, "
+                 "horizontal flip; strong = wider crops, RandAugment (2 ops) and random erasing.")
+    horizontal_flip: bool = setting(True, "Image task: allow horizontal flips in augmentation (off for digits, text).")
+    skip_bad_images: bool = setting(False, "Image task: leave out unreadable / missing image files (listed as "
+                                           "warnings) instead of stopping before training.")
+    image_cache_mb: int = setting(4096, "Image task: decoded images are kept in memory up to this size; beyond it "
+                                        "they are decoded per batch.", minimum=0)
     label_separator: str = setting("|", "Multilabel: separator between labels in a target cell (\"billing|refund\"); "
                                         "predictions are written the same way.")
     drop_columns: list[str] = setting([], "Columns never used as features.")
@@ -169,6 +180,8 @@ class ModelConfig(Group):
     params: dict[str, Any] = setting({}, "Extra keyword arguments passed to the learner (override dojo's defaults).")
     target_transform: Literal["auto", "none", "log"] = setting(
         "auto", "Regression: fit on log(1+y) and invert; auto = when the target is positive and right-skewed.")
+    image_size: int = setting(0, "Image: input resolution (square); 0 = the backbone's own, lowered for small "
+                                 "images to twice their median side, rounded up to 32 (at least 64).", minimum=0)
     max_length: int = setting(0, "Text: maximum tokens per example; 0 = the 95th percentile of the training "
                                  "texts' token lengths (reported), capped by the model.", minimum=0)
 

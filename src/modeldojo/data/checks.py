@@ -5,6 +5,8 @@ shown, saved with the run (checks.json) and included in the report and model car
 """
 from __future__ import annotations
 
+import hashlib
+
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -13,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from .readers import row_location, source_name
+from .image_checks import check_images
+from .images import image_columns
 from .target import DEFAULT_SEPARATOR, infer_kind, label_sets, require_column, target_values
 
 ID_NAME = re.compile(r"(^|[_\s.-])(id|uuid|guid|key|rownames|index)$", re.IGNORECASE)
@@ -46,6 +50,8 @@ class CheckReport:
     label_issues: list[dict[str, Any]] = field(default_factory=list)
     id_columns: list[str] = field(default_factory=list)
     constant_columns: list[str] = field(default_factory=list)
+    image_columns: list[str] = field(default_factory=list)
+    skipped_rows: list[int] = field(default_factory=list)  # unreadable images left out (data.skip_bad_images)
 
     @property
     def errors(self) -> list[Finding]:
@@ -64,11 +70,14 @@ class CheckReport:
 
 def run_checks(frame: pd.DataFrame, target: str | None, *, kind: str = "auto", seed: int = 0,
                label_errors: bool = True, sample_rows: int = 20000, drop_columns: list[str] = (),
-               separator: str = DEFAULT_SEPARATOR) -> CheckReport:
+               separator: str = DEFAULT_SEPARATOR, skip_bad_images: bool = False) -> CheckReport:
     report = CheckReport(source_name(frame), len(frame), frame.shape[1], target, None)
     if len(frame) == 0:
         report.add("empty", "error", f"{report.source}: no data rows")
         return report
+    report.image_columns = [str(c) for c in image_columns(frame, {target})]
+    for column in report.image_columns:
+        report.skipped_rows += check_images(frame, column, report, skip_bad_images)
     frame = _hashable_cells(frame)
     _column_table(frame, target, report)
     _duplicates(frame, report)
@@ -87,7 +96,7 @@ def run_checks(frame: pd.DataFrame, target: str | None, *, kind: str = "auto", s
     if kind == "multilabel":
         return report  # the leakage and label-error checks model one label per row
     features = [c for c in frame.columns if c != target and c not in set(report.id_columns)
-                | set(report.constant_columns) | set(drop_columns)]
+                | set(report.constant_columns) | set(drop_columns) | set(report.image_columns)]
     usable = y.notna().to_numpy()
     sample = np.flatnonzero(usable)
     if len(sample) > sample_rows:
@@ -125,14 +134,24 @@ def free_text_columns(frame: pd.DataFrame, exclude: set) -> list[str]:
     return found
 
 
+def _hashable(value):
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, np.ndarray):  # image arrays: identical pixels → identical digest (duplicates found)
+        return f"array{value.shape}:{hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]}"
+    if type(value).__module__.startswith("PIL."):
+        return f"image{value.size}:{hashlib.sha1(value.tobytes()).hexdigest()[:16]}"
+    return value
+
+
 def _hashable_cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """List cells (JSON arrays, e.g. multi-label targets) as tuples, so counting distinct values works."""
+    """List, array and image cells as hashable stand-ins, so counting distinct values works."""
     listed = [c for c in frame.columns if frame[c].dtype == object and
-              frame[c].map(lambda v: isinstance(v, (list, np.ndarray))).any()]
+              frame[c].map(lambda v: isinstance(v, (list, np.ndarray)) or
+                           type(v).__module__.startswith("PIL.")).any()]
     if not listed:
         return frame
-    converted = frame.assign(**{str(c): frame[c].map(lambda v: tuple(v) if isinstance(v, (list, np.ndarray)) else v)
-                                for c in listed})
+    converted = frame.assign(**{str(c): frame[c].map(_hashable) for c in listed})
     converted.attrs = dict(frame.attrs)
     return converted
 
@@ -147,7 +166,9 @@ def _column_table(frame: pd.DataFrame, target: str | None, report: CheckReport) 
         # Constant means one value and no missing cells: "present vs missing" can itself carry signal.
         constant = int(values.nunique(dropna=False)) <= 1
         notes = []
-        if column != target:
+        if column in report.image_columns:
+            notes.append("images")
+        elif column != target:
             if constant:
                 notes.append("constant")
                 report.constant_columns.append(str(column))

@@ -31,7 +31,12 @@ def read(source, *, format: str = "auto", delimiter: str | None = None, encoding
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if path.is_dir():
-        raise DataError(f"{path}: is a folder; tabular data must be one CSV/TSV/JSONL/Parquet file")
+        from .images import is_image_folder, read_folder
+
+        if is_image_folder(path):
+            return read_folder(path)
+        raise DataError(f"{path}: is a folder without class sub-folders; data must be one CSV/TSV/JSONL/Parquet "
+                        "file, or a folder of images per class (photos/cat/*.jpg, photos/dog/*.jpg)")
     kind = format if format != "auto" else SUFFIX_FORMATS.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{path}: unknown file type {path.suffix!r}; expected one of "

@@ -102,6 +102,8 @@ class Freeze(Strategy):
             if module_name.endswith("embeddings") and not _is_head(module_name, head_names):
                 frozen |= {id(p) for p in module.parameters()}
         frozen |= {id(p) for p in _token_embeddings(model)}
+        for stem in getattr(model, "stem_modules", lambda: [])():  # a CNN's first convolution + norm
+            frozen |= {id(p) for p in stem.parameters()}
         if self.settings.train_token_embeddings:
             frozen -= {id(p) for p in _token_embeddings(model)}
         for parameter in model.parameters():
@@ -118,10 +120,12 @@ class Lora(Strategy):
     def prepare(self, model, head_names):
         from peft import LoraConfig, get_peft_model
 
-        # Every linear layer outside the head by full name; the head trains fully (modules_to_save).
+        # Every linear layer (and non-grouped convolution, for CNNs) outside the head by full name; the head
+        # trains fully (modules_to_save). Depthwise convolutions have too few weights per filter to adapt.
         targets = self.settings.lora_targets or [
             name for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and not _is_head(name, head_names)]
+            if (isinstance(module, torch.nn.Linear) or (isinstance(module, torch.nn.Conv2d) and module.groups == 1))
+            and not _is_head(name, head_names)]
         config = LoraConfig(r=self.settings.lora_rank, lora_alpha=self.settings.lora_alpha,
                             lora_dropout=self.settings.lora_dropout, target_modules=targets,
                             modules_to_save=list(head_names))

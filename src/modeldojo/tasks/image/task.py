@@ -1,0 +1,243 @@
+"""The image-classification task: a pretrained vision backbone + a new head, trained by the shared loop."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ...data.balance import sample_weights
+from ...data.images import base_folder, image_columns
+from ...errors import ConfigError, DataError
+from ...events import STAGE, EventBus
+from ...evaluation import metrics as metrics_module
+from ..base import TASKS, Prediction, Task
+
+# backbones / pipeline import torch: loaded on first use, so a tabular-only install can list every task.
+
+STATE_FILE = "image.json"
+PREDICT_BATCH = 64
+
+
+class _Trainee:
+    """What the shared loop needs: shuffled step batches, augmented + normalised pixels, loss, metrics."""
+
+    monitor = "loss"
+
+    def __init__(self, task: "ImageTask", store, labels: np.ndarray, weights, validation) -> None:
+        import torch
+
+        from . import pipeline
+
+        self.task, self.store, self.labels, self.validation = task, store, labels, validation
+        self.model = task.model
+        data = task.config.data
+        self.augment = pipeline.augmenter(data.augment, task.image_size, data.horizontal_flip)
+        self.loss_function = torch.nn.CrossEntropyLoss(
+            weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32))
+
+    def step_batches(self, epoch: int) -> list[list[int]]:
+        config = self.task.config.train
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(self.store))  # pure in (seed, epoch)
+        size = config.batch_size * config.gradient_accumulation
+        return [order[i:i + size].tolist() for i in range(0, len(order), size)]
+
+    def collate(self, indices, device):
+        import torch
+
+        from . import pipeline
+
+        pixels = self.store.batch(indices).to(device).float().div_(255)
+        if self.augment is not None:
+            self.augment.to(device)
+            pixels = self.augment(pixels)
+        else:
+            pixels = pipeline.centre(pixels, self.task.image_size)
+        spec = self.task.model.spec
+        return {"pixels": pipeline.normalise(pixels, spec.mean, spec.std),
+                "labels": torch.as_tensor(self.labels[indices], device=device)}
+
+    def loss(self, model, batch):
+        return self.loss_function(model(batch["pixels"]).float(), batch["labels"])
+
+    def evaluate(self, model) -> dict[str, float]:
+        if self.validation is None:
+            return {}
+        store, labels = self.validation
+        probabilities = self.task._probabilities(model, store)
+        picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1)
+        scores = metrics_module.classification(labels, probabilities.argmax(axis=1), None, None)
+        return {"loss": float(-np.log(picked).mean()), "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"]}
+
+
+@TASKS.register("image")
+class ImageTask(Task):
+    name = "image"
+    supported_kinds = ("binary", "multiclass")
+    row_label_checks = False  # the table-model label-error check cannot read pixels
+
+    @classmethod
+    def detect(cls, frame, target):
+        return 0.95 if image_columns(frame, {target}) else 0.0
+
+    @classmethod
+    def example(cls, kind: str, seed: int = 0):
+        from . import tiny
+
+        rng = np.random.default_rng(seed)
+        patterns = ["rows", "columns"] if kind == "binary" else ["rows", "columns", "dots"]
+        rows = []
+        for index in range(120):
+            label = patterns[index % len(patterns)]
+            image = rng.integers(0, 60, (20, 20)).astype(np.uint8)  # dark noise …
+            if label == "rows":  # … with bright stripes one way or the other, or a dot grid
+                image[::4, :] = 230
+            elif label == "columns":
+                image[:, ::4] = 230
+            else:
+                image[::4, ::4] = 255
+            rows.append({"image": image, "pattern": label})
+        folder = tiny.build(Path(tempfile.gettempdir()) / "modeldojo-tiny-resnet-v1")
+        return pd.DataFrame(rows), "pattern", {"model.name": str(folder), "train.epochs": 6,
+                                                "train.learning_rate": 3e-3, "train.batch_size": 16,
+                                                "data.augment": "none", "data.image_cache_mb": 64}
+
+    # -- fitting -------------------------------------------------------------------------
+    def _column(self, frame: pd.DataFrame) -> str:
+        wanted = self.config.data.image_column
+        if wanted:
+            if wanted not in frame.columns:
+                raise DataError(f"data.image_column {wanted!r} not found; columns: {', '.join(map(str, frame.columns))}")
+            return wanted
+        found = image_columns(frame, {self.target})
+        if not found:
+            raise DataError("no image column: expected a column of image file paths (.jpg, .png, …), arrays or PIL "
+                            "images; set data.image_column")
+        return found[0]
+
+    def _store(self, frame: pd.DataFrame, stored: int):
+        from . import pipeline
+
+        return pipeline.ImageStore(frame[self.image_column].tolist(), base_folder(frame), stored,
+                                   self.config.data.image_cache_mb)
+
+    def fit(self, train, y_train, validation, y_validation, events: EventBus) -> dict[str, Any]:
+        import torch
+
+        from ...training import strategies
+        from ...training.loop import fit as run_loop
+        from . import backbones, pipeline
+
+        if self.kind not in self.supported_kinds:
+            raise ConfigError(f"the image task does {' and '.join(self.supported_kinds)} classification, not {self.kind}")
+        torch.manual_seed(self.config.train.seed)
+        self.image_column = self._column(train)
+        self.model_name = backbones.default_backbone() if self.config.model.name == "auto" else self.config.model.name
+        has_validation = validation is not None and len(validation) > 0
+        self.classes = sorted(set(y_train) | (set(y_validation) if has_validation else set()))
+        codes = {label: index for index, label in enumerate(self.classes)}
+        events.emit(STAGE, name="model", detail=f"{self.model_name} ({len(self.classes)} classes)")
+        self.model = backbones.build(self.model_name, self.classes, self.config.train.dropout)
+        sides = _sample_sides(train[self.image_column].tolist(), base_folder(train))
+        self.image_size = self.config.model.image_size or pipeline.choose_size(self.model.spec.native_size, sides)
+        stored = round(self.image_size * pipeline.CROP_HEADROOM) if self.config.data.augment != "none" \
+            else self.image_size
+        events.emit(STAGE, name="images", detail=f"input {self.image_size}×{self.image_size} (median image side "
+                    f"{int(np.median(sides)) if sides else '?'}, backbone's own {self.model.spec.native_size}); "
+                    f"augmentation {self.config.data.augment}")
+        store = self._store(train, stored)
+        labels = y_train.map(codes).to_numpy(dtype=np.int64)
+        weights = None
+        balanced = sample_weights(y_train, self.config.data.class_weights)
+        if balanced is not None:
+            weights = [float(balanced[labels == c][0]) if (labels == c).any() else 1.0 for c in range(len(self.classes))]
+        validation_data = (self._store(validation, self.image_size),
+                           y_validation.map(codes).to_numpy(dtype=np.int64)) if has_validation else None
+        strategy = strategies.STRATEGIES.get(self.config.finetune.strategy)(self.config.finetune)
+        self.model = strategy.prepare(self.model, self.model.head_names)
+        trainable = strategies.trainable_summary(self.model)
+        events.emit(STAGE, name="strategy", detail=f"{strategy.name}: {trainable['trainable_parameters']:,} of "
+                    f"{trainable['total_parameters']:,} parameters train ({trainable['trainable_percent']}%)")
+        trainee = _Trainee(self, store, labels, weights, validation_data)
+        checkpoint_dir = self.workdir / "checkpoints" if self.workdir else None
+        result = run_loop(trainee, self.config.train, events, checkpoint_dir)
+        self.model = strategy.finalize(trainee.model).cpu().eval()
+        return {"model": self.model_name, "strategy": strategy.name, **trainable, "image_size": self.image_size,
+                "augment": self.config.data.augment, "steps": result.steps,
+                "epochs_completed": result.epochs_completed, "best_step": result.best_step,
+                "stopped_early": result.stopped_early, "examples_per_second": round(result.examples_per_second, 2),
+                "train_seconds": round(result.train_seconds, 2), "resumed_from_step": result.resumed_from,
+                "history": result.history}
+
+    # -- predicting ----------------------------------------------------------------------
+    def _probabilities(self, model, store) -> np.ndarray:
+        import torch
+
+        from . import pipeline
+
+        device = next(model.parameters()).device
+        spec = model.spec if hasattr(model, "spec") else self.model.spec
+        out = np.zeros((len(store), len(self.classes)), dtype=np.float64)
+        with torch.inference_mode():
+            for start in range(0, len(store), PREDICT_BATCH):
+                indices = list(range(start, min(len(store), start + PREDICT_BATCH)))
+                pixels = pipeline.centre(store.batch(indices).to(device).float().div_(255), self.image_size)
+                logits = model(pipeline.normalise(pixels, spec.mean, spec.std))
+                out[start:start + len(indices)] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return out
+
+    def predict(self, frame: pd.DataFrame) -> Prediction:
+        if self.image_column not in frame.columns:
+            raise DataError(f"missing image column {self.image_column!r}")
+        probabilities = self._probabilities(self.model, self._store(frame, self.image_size))
+        labels = np.asarray(self.classes, dtype=object)[probabilities.argmax(axis=1)]
+        return Prediction(labels, probabilities, list(self.classes))
+
+    @property
+    def input_columns(self):
+        return [self.image_column]
+
+    def describe(self):
+        return {**super().describe(), "learner": self.model_name, "strategy": self.config.finetune.strategy,
+                "features": [self.image_column], "classes": self.classes, "image_size": self.image_size}
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        from . import backbones
+
+        backbones.save(self.model, directory / "model")
+        state = {"kind": self.kind, "classes": self.classes, "image_column": self.image_column,
+                 "image_size": self.image_size, "base_model": self.model_name}
+        (directory / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any]) -> "ImageTask":
+        from ...config import Config
+        from . import backbones
+
+        state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+        task = cls(Config.from_dict(meta.get("config", {})), state["kind"], meta["target"])
+        task.classes, task.image_column = state["classes"], state["image_column"]
+        task.image_size, task.model_name = state["image_size"], state["base_model"]
+        task.model = backbones.load(directory / "model", task.classes)
+        return task
+
+
+def _sample_sides(cells: list, base, count: int = 200) -> list[int]:
+    """Shorter sides of up to `count` images (header reads only, for files)."""
+    from ...data.images import open_image
+
+    sides = []
+    for cell in cells[:count]:
+        if isinstance(cell, np.ndarray):
+            shape = cell.shape if cell.ndim == 2 or cell.shape[-1] in (1, 3, 4) else cell.shape[1:]
+            sides.append(min(shape[:2]))
+            continue
+        try:
+            sides.append(min(open_image(cell, base).size))
+        except (OSError, ValueError):
+            continue  # unreadable files are the checks' business
+    return sides

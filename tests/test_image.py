@@ -1,0 +1,123 @@
+"""Image task: folder / CSV / array inputs, bad images, strategies on a tiny random ResNet."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import modeldojo as dojo
+from modeldojo.errors import DataError
+from modeldojo.tasks import detect
+from modeldojo.tasks.image import ImageTask
+
+MODES = ["RGB", "L", "RGBA", "P"]
+
+
+def pattern(label: str, rng) -> np.ndarray:
+    image = rng.integers(0, 60, (24, 24)).astype(np.uint8)
+    if label == "rows":
+        image[::4, :] = 230
+    else:
+        image[:, ::4] = 230
+    return image
+
+
+def write_folder(root, per_class=30, seed=0):
+    rng = np.random.default_rng(seed)
+    for label in ("columns", "rows"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            image = Image.fromarray(pattern(label, rng)).convert(MODES[index % len(MODES)])  # mixed modes
+            image.save(root / label / f"{index:03d}.png")
+    return root
+
+
+def overrides(**more):
+    return {**ImageTask.example("binary")[2], **more}
+
+
+def test_folder_of_class_folders_is_detected_converted_and_learns(tmp_path):
+    folder = write_folder(tmp_path / "photos")
+    result = dojo.train(str(folder), runs_dir=str(tmp_path / "runs"), tracking=False, overrides=overrides())
+    assert result.run.status()["task"] == "image" and result.metrics["accuracy"] >= 0.9
+    modes = next(f for f in result.checks.findings if f.code == "image_modes")
+    assert "L" in modes.message and "RGBA" in modes.message  # converted, not a crash
+    assert "image" not in result.checks.id_columns  # unique paths are images, not row identifiers
+    assert not [f for f in result.checks.findings if f.code == "leakage"]  # paths hold the class: not a leak
+    assert result.info["image_size"] == 32  # the tiny backbone's own size caps the choice
+    from modeldojo.tasks.image.pipeline import choose_size
+
+    assert choose_size(224, [28] * 9) == 64 and choose_size(224, [50, 60, 70]) == 128 and choose_size(224, [500]) == 224
+    predictions = result.model.predict(pd.DataFrame({"image": [str(p) for p in sorted((folder / "rows").iterdir())]}))
+    assert (predictions == "rows").mean() >= 0.9
+
+
+def test_csv_with_relative_paths_and_bad_images(tmp_path):
+    folder = write_folder(tmp_path / "data" / "images", per_class=10)
+    rows = [{"file": f"images/{p.parent.name}/{p.name}", "kind": p.parent.name}
+            for p in sorted((tmp_path / "data" / "images").rglob("*.png"))]
+    (tmp_path / "data" / "images" / "rows" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    rows += [{"file": "images/rows/broken.png", "kind": "rows"}, {"file": "images/rows/gone.png", "kind": "rows"}]
+    path = tmp_path / "data" / "labels.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"2 unreadable or missing image\(s\) in column 'file': line 22: .*broken.png"
+                                        r".*line 23: .*gone.png: file not found.*skip_bad_images"):
+        dojo.train(str(path), target="kind", runs_dir=str(tmp_path / "runs"), tracking=False, overrides=overrides())
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())  # nothing started
+    result = dojo.train(str(path), target="kind", runs_dir=str(tmp_path / "runs"), tracking=False,
+                        overrides=overrides(**{"data.skip_bad_images": True}))
+    assert result.run.status()["status"] == "completed"
+    assert next(f for f in result.checks.findings if f.code == "bad_images").severity == "warning"
+    assert folder.exists()
+
+
+def test_empty_class_folder_and_folder_without_classes(tmp_path):
+    folder = write_folder(tmp_path / "photos", per_class=4)
+    (folder / "birds").mkdir()
+    with pytest.raises(DataError, match="class folder\\(s\\) with no images: 'birds'"):
+        dojo.train(str(folder), runs_dir=str(tmp_path / "runs"), tracking=False, overrides=overrides())
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "a.png").write_bytes(b"")
+    with pytest.raises(DataError, match="folder without class sub-folders"):
+        dojo.train(str(flat), target="label", runs_dir=str(tmp_path / "runs"), tracking=False)
+
+
+def test_arrays_in_a_dataframe_and_duplicate_images_are_flagged():
+    frame, target, _ = ImageTask.example("multiclass")
+    assert detect(frame, target) == "image"
+    from modeldojo.data.checks import run_checks
+
+    doubled = pd.concat([frame, frame.head(3)], ignore_index=True)
+    report = run_checks(doubled, target, label_errors=False)
+    assert any(f.code == "duplicate_images" and f.details["count"] >= 3 for f in report.findings)
+
+
+@pytest.mark.parametrize("strategy, frozen, trained", [
+    ("head", ["net.resnet.embedder", "net.resnet.encoder.stages.0", "net.resnet.encoder.stages.1"], ["net.classifier"]),
+    ("freeze", ["net.resnet.embedder", "net.resnet.encoder.stages.0"], ["net.resnet.encoder.stages.1"]),
+    ("full", [], ["net.resnet.embedder", "net.resnet.encoder.stages.0", "net.classifier"]),
+    ("lora", ["net.resnet.embedder.embedder.normalization"], ["net.resnet.encoder.stages.1"]),
+])
+def test_each_strategy_trains_exactly_its_parameters(strategy, frozen, trained, tmp_path):
+    frame, target, settings = ImageTask.example("binary")
+    task = ImageTask(dojo.Config.from_dict({}).with_overrides(
+        {**settings, "finetune.strategy": strategy, "finetune.freeze_layers": 1, "train.epochs": 2}), "binary", target)
+    from modeldojo.events import EventBus
+    from modeldojo.tasks.image import backbones
+
+    before = {k: v.clone() for k, v in backbones.build(settings["model.name"], ["columns", "rows"], None)
+              .state_dict().items()}
+    task.fit(frame.drop(columns=[target]), frame[target], None, None, EventBus())
+    after = task.model.state_dict()
+    assert not any("lora" in k for k in after), "LoRA must be merged"
+
+    def changed(prefix):
+        keys = [k for k in after if k.startswith(prefix) and k in before and after[k].dtype.is_floating_point]
+        assert keys, prefix
+        return any(not torch.equal(before[k], after[k]) for k in keys if "num_batches" not in k)
+
+    for prefix in frozen:
+        assert not changed(prefix), f"{strategy} changed {prefix}"  # incl. batch-norm running statistics
+    for prefix in trained:
+        assert changed(prefix), f"{strategy} did not train {prefix}"
