@@ -45,6 +45,8 @@ def test_folder_of_class_folders_is_detected_converted_and_learns(tmp_path):
     assert "image" not in result.checks.id_columns  # unique paths are images, not row identifiers
     assert not [f for f in result.checks.findings if f.code == "leakage"]  # paths hold the class: not a leak
     assert result.info["image_size"] == 32  # the tiny backbone's own size caps the choice
+    report = (result.path / "report.html").read_text()
+    assert 'class="gallery"' in report and report.count("data:image/png;base64") >= 10  # worst-image thumbnails
     from modeldojo.tasks.image.pipeline import choose_size
 
     assert choose_size(224, [28] * 9) == 64 and choose_size(224, [50, 60, 70]) == 128 and choose_size(224, [500]) == 224
@@ -121,3 +123,47 @@ def test_each_strategy_trains_exactly_its_parameters(strategy, frozen, trained, 
         assert not changed(prefix), f"{strategy} changed {prefix}"  # incl. batch-norm running statistics
     for prefix in trained:
         assert changed(prefix), f"{strategy} did not train {prefix}"
+
+
+def test_flipped_labels_are_suspected(tmp_path):
+    frame, target, settings = ImageTask.example("binary")
+    flipped = frame.index[frame[target] == "rows"][:4]
+    frame.loc[flipped, target] = "columns"  # four stripes-across images labelled as stripes-down
+    result = dojo.train(frame, target=target, runs_dir=str(tmp_path / "runs"), tracking=False, name="flip",
+                        overrides={**settings, "train.epochs": 1})
+    import json
+
+    issues = json.loads((result.path / "label_issues.json").read_text())
+    named = {int(issue["image"].split()[-1]) for issue in issues}
+    assert result.info["suspected_label_errors"] == len(issues) >= 4
+    assert all(issue["suggested"] == "rows" for issue in issues[:4])
+    assert len(named & set(range(len(frame)))) >= 4
+
+
+def test_interrupted_augmented_training_resumes_bitwise(tmp_path):
+    """Kornia's random crops/jitter draw from torch's generator, which checkpoints save: resume is exact."""
+    from safetensors.torch import load_file
+
+    from modeldojo import events as ev
+
+    frame, target, settings = ImageTask.example("binary")
+    settings = {**settings, "data.augment": "light", "train.epochs": 2, "train.checkpoint_every": 2,
+                "data.label_error_check": False}
+    whole = dojo.train(frame, target=target, runs_dir=str(tmp_path / "a"), tracking=False, name="r",
+                       overrides=settings)
+    bus = ev.EventBus()
+
+    def stop(name, completed, total, **_):
+        if name == "training steps" and completed == 5:
+            raise KeyboardInterrupt
+
+    bus.subscribe(ev.PROGRESS, stop)
+    with pytest.raises(KeyboardInterrupt):
+        dojo.train(frame, target=target, runs_dir=str(tmp_path / "b"), tracking=False, name="r", overrides=settings,
+                   events=bus)
+    resumed = dojo.train(frame, target=target, runs_dir=str(tmp_path / "b"), tracking=False, name="r",
+                         overrides=settings)
+    assert resumed.info["resumed_from_step"] == 4
+    first = load_file(str(whole.run.model_dir / "model" / "model.safetensors"))
+    second = load_file(str(resumed.run.model_dir / "model" / "model.safetensors"))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

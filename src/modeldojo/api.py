@@ -153,6 +153,13 @@ def _score(predict, frame: pd.DataFrame, y: pd.Series, kind: str, separator: str
     return scores, prediction, frame, y
 
 
+def _gallery_source(image_columns: list[str], frame) -> tuple[str, Path | None] | None:
+    """For image tasks: the column the report's gallery shows, and where its relative paths start."""
+    from .data.images import base_folder
+
+    return (image_columns[0], base_folder(frame)) if image_columns and frame is not None else None
+
+
 def _split(prepared: Prepared):
     data, seed = prepared.config.data, prepared.config.train.seed
     groups = prepared.frame[data.group_column].astype(str).to_numpy() if data.group_column else None
@@ -216,6 +223,7 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
         bus.emit(ev.METRICS, metrics=scores, prefix="test_")
         bus.emit(ev.METRICS, metrics={k: v for k, v in info.items() if isinstance(v, (int, float))}, prefix="fit_")
         meta = {"task": prepared.task_name, "kind": prepared.kind, "target": config.data.target,
+                "image_columns": prepared.checks.image_columns,
                 "features": task.input_columns, "created": runs_module.now(), "config": config.to_dict()}
         runs_module.save_model_atomically(run.model_dir, task.save, meta)
         run.write_json("metrics.json", {"test": scores, "fit": info})
@@ -228,7 +236,8 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
                          metrics=scores, kind=prepared.kind,
                          actual=test_y.to_numpy() if test is not None else None,
                          predicted=prediction.values if test is not None else None, worst=worst,
-                         importance=task.feature_importance(), checks=prepared.checks.to_dict(), history=history)
+                         importance=task.feature_importance(), checks=prepared.checks.to_dict(), history=history,
+                         images=_gallery_source(prepared.checks.image_columns, test[0] if test else frame))
             card.write(run.directory / "MODEL_CARD.md", name=run.name, description=description, metrics=scores,
                        checks=prepared.checks.to_dict(), fingerprint=fingerprint, created=runs_module.now())
         run.set_status("completed", finished=runs_module.now(), learner=description.get("learner"))
@@ -281,7 +290,7 @@ def evaluate(reference: str | Path, data=None, *, cv: int | None = None, runs_di
     if cv:
         result["cv"] = cross_validate(prepare(source, config, run_checks=False), cv, bus)
         run.write_json("evaluation/cv.json", result["cv"])
-        scores, actual, predicted, worst = {}, None, None, None
+        scores, actual, predicted, worst, frame = {}, None, None, None, None
     else:
         if data is None:  # the run's own test split, rebuilt from the same file and seed
             prepared = prepare(source, config, run_checks=False)
@@ -305,7 +314,7 @@ def evaluate(reference: str | Path, data=None, *, cv: int | None = None, runs_di
     report.write(out / "report.html", title=f"Evaluation of {run.name}", summary={"data": result["data"],
                  "kind": kind, "target": target}, metrics=scores, kind=kind,
                  actual=actual, predicted=predicted, worst=worst, importance=model.feature_importance(),
-                 cv=result.get("cv"))
+                 cv=result.get("cv"), images=_gallery_source(model.meta.get("image_columns") or [], frame))
     result["report"] = str(out / "report.html")
     return result
 

@@ -58,7 +58,9 @@ def metrics_section(metrics: dict[str, Any], title: str = "Test metrics") -> str
 def write(path: Path, *, title: str, summary: dict[str, Any], metrics: dict[str, Any], kind: str,
           actual=None, predicted=None, worst: pd.DataFrame | None = None,
           importance: dict[str, float] | None = None, checks: dict[str, Any] | None = None,
-          cv: dict[str, Any] | None = None, history: list[dict[str, Any]] | None = None) -> Path:
+          cv: dict[str, Any] | None = None, history: list[dict[str, Any]] | None = None,
+          images: tuple[str, Path | None] | None = None) -> Path:
+    """`images` = (image column, folder its relative paths start from): the error analysis becomes a gallery."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts.append(_table(pd.DataFrame({"": list(summary), "value": [str(v) for v in summary.values()]})))
@@ -78,7 +80,14 @@ def write(path: Path, *, title: str, summary: dict[str, Any], metrics: dict[str,
         parts.append("<h2>Learning curves</h2>" + _image(plots.learning_curves(history), "learning curves"))
     if importance:
         parts.append("<h2>Feature importance</h2>" + _image(plots.feature_importance(importance), "feature importance"))
-    if worst is not None and len(worst):
+    if worst is not None and len(worst) and images is not None:
+        from .gallery import worst_images
+
+        column, base = images
+        parts.append(f"<h2>Error analysis: the {len(worst)} worst predictions</h2>" + worst_images(worst, column, base)
+                     + _table(worst.drop(columns=[column]).assign(image=[str(v)[:120] if isinstance(v, str) else
+                                                                          "<in memory>" for v in worst[column]])))
+    elif worst is not None and len(worst):
         parts.append(f"<h2>Error analysis: the {len(worst)} worst predictions</h2>" + _table(worst))
     parts.append(checks_section(checks))
     parts.append("</body></html>")

@@ -154,6 +154,7 @@ class ImageTask(Task):
         balanced = sample_weights(y_train, self.config.data.class_weights)
         if balanced is not None:
             weights = [float(balanced[labels == c][0]) if (labels == c).any() else 1.0 for c in range(len(self.classes))]
+        label_issues = self._label_check(store, labels, train, events)
         validation_data = (self._store(validation, self.image_size),
                            y_validation.map(codes).to_numpy(dtype=np.int64)) if has_validation else None
         strategy = strategies.STRATEGIES.get(self.config.finetune.strategy)(self.config.finetune)
@@ -166,11 +167,31 @@ class ImageTask(Task):
         result = run_loop(trainee, self.config.train, events, checkpoint_dir)
         self.model = strategy.finalize(trainee.model).cpu().eval()
         return {"model": self.model_name, "strategy": strategy.name, **trainable, "image_size": self.image_size,
-                "augment": self.config.data.augment, "steps": result.steps,
+                "augment": self.config.data.augment, "suspected_label_errors": len(label_issues),
+                "steps": result.steps,
                 "epochs_completed": result.epochs_completed, "best_step": result.best_step,
                 "stopped_early": result.stopped_early, "examples_per_second": round(result.examples_per_second, 2),
                 "train_seconds": round(result.train_seconds, 2), "resumed_from_step": result.resumed_from,
                 "history": result.history}
+
+    def _label_check(self, store, labels, train: pd.DataFrame, events: EventBus) -> list[dict]:
+        if not self.config.data.label_error_check:
+            return []
+        from ...data.images import describe_cell
+        from .label_check import suspected_label_errors
+
+        base = base_folder(train)
+        names = [describe_cell(cell, base) if isinstance(cell, str) else f"row {i}"
+                 for i, cell in enumerate(train[self.image_column].tolist())]
+        issues = suspected_label_errors(self.model, store, self.image_size, labels, self.classes, names,
+                                        self.config.train.seed)
+        if issues:
+            shown = ", ".join(f"{i['image']} ({i['given']} → {i['suggested']}?)" for i in issues[:3])
+            events.emit(STAGE, name="label check", detail=f"{len(issues)} suspected label errors "
+                        f"(cleanlab on frozen features), e.g. {shown}")
+            if self.workdir is not None:
+                (self.workdir / "label_issues.json").write_text(json.dumps(issues, indent=2), encoding="utf-8")
+        return issues
 
     # -- predicting ----------------------------------------------------------------------
     def _probabilities(self, model, store) -> np.ndarray:
@@ -241,3 +262,4 @@ def _sample_sides(cells: list, base, count: int = 200) -> list[int]:
         except (OSError, ValueError):
             continue  # unreadable files are the checks' business
     return sides
+

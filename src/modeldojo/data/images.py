@@ -1,0 +1,110 @@
+"""Images as table rows: a folder per class, or a column of paths / arrays / PIL images.
+
+A folder `photos/` holding `photos/cat/*.jpg`, `photos/dog/*.png` reads as a table with columns
+`image` (the file path) and `label` (the folder name), so images go through the same checks, splits,
+runs and reports as every other task. In a CSV/JSONL, an image column holds paths relative to that
+file (or absolute). In Python, cells may also be numpy arrays (H×W or H×W×C, uint8 or 0–1 floats)
+or PIL images.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+IMAGE_COLUMN, LABEL_COLUMN = "image", "label"
+
+
+def is_image_folder(path: Path) -> bool:
+    """A folder whose sub-folders (the classes) hold images."""
+    return path.is_dir() and any(p.is_dir() for p in path.iterdir())
+
+
+def read_folder(path: Path) -> pd.DataFrame:
+    """`path/<class>/<image>` → rows (image path, label); sorted, so the order never depends on the disk."""
+    rows, empty = [], []
+    for folder in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            empty.append(folder.name)
+        rows += [{IMAGE_COLUMN: str(f), LABEL_COLUMN: folder.name} for f in files]
+    if empty:
+        raise DataError(f"{path}: class folder(s) with no images: {', '.join(map(repr, empty))} (image files end "
+                        f"in {', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove the folder")
+    if not rows:
+        raise DataError(f"{path}: no images found in its sub-folders (expected {path}/<class>/<image>)")
+    frame = pd.DataFrame(rows)
+    frame.attrs["source"] = str(path)
+    return frame
+
+
+def looks_like_image_cell(value) -> bool:
+    if isinstance(value, str):
+        return Path(value).suffix.lower() in IMAGE_SUFFIXES
+    if isinstance(value, np.ndarray):
+        return value.ndim in (2, 3)
+    return type(value).__module__.startswith("PIL.")
+
+
+def image_columns(frame: pd.DataFrame, exclude: set[str]) -> list[str]:
+    """Columns whose (first 200 present) cells are mostly image paths, arrays or PIL images."""
+    found = []
+    for column in frame.columns:
+        if column in exclude or frame[column].dtype != object:
+            continue
+        sample = frame[column].dropna().head(200)
+        if len(sample) and np.mean([looks_like_image_cell(v) for v in sample]) >= 0.9:
+            found.append(column)
+    return found
+
+
+def base_folder(frame: pd.DataFrame) -> Path | None:
+    """Relative paths in a file's image column are relative to that file's folder."""
+    source = frame.attrs.get("source")
+    if not source or source.startswith("<"):
+        return None
+    path = Path(source)
+    return path if path.is_dir() else path.parent
+
+
+def open_image(cell, base: Path | None):
+    """One cell → an RGB PIL image; grayscale, palette, RGBA and CMYK are converted. Raises ValueError."""
+    from PIL import Image, ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut-off file is an error to report, not grey pixels
+    if isinstance(cell, np.ndarray):
+        array = cell
+        if array.dtype != np.uint8:
+            array = np.clip(array * (255.0 if array.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+            array = np.moveaxis(array, 0, -1)  # channels-first → channels-last
+        image = Image.fromarray(array.squeeze(-1) if array.ndim == 3 and array.shape[-1] == 1 else array)
+    elif isinstance(cell, str):
+        path = Path(cell)
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        if not path.is_file():
+            raise ValueError("file not found")
+        with Image.open(path) as opened:
+            opened.load()  # decode now: truncated or corrupt files fail here, not mid-training
+            image = opened.copy()
+    elif type(cell).__module__.startswith("PIL."):
+        image = cell
+    else:
+        raise ValueError(f"not an image path, array or PIL image: {type(cell).__name__}")
+    if image.mode == "RGBA" or (image.mode == "P" and "transparency" in image.info):
+        background = Image.new("RGB", image.size, (255, 255, 255))  # transparent → white, not black
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").split()[-1])
+        return background
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def describe_cell(cell, base: Path | None) -> str:
+    if isinstance(cell, str):
+        path = Path(cell)
+        return str(path if path.is_absolute() or base is None else base / path)
+    return f"<{type(cell).__name__}>"
