@@ -54,7 +54,8 @@ def image_columns(frame: pd.DataFrame, exclude: set[str]) -> list[str]:
     """Columns whose (first 200 present) cells are mostly image paths, arrays or PIL images."""
     found = []
     for column in frame.columns:
-        if column in exclude or frame[column].dtype != object:
+        values = frame[column]
+        if column in exclude or not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
             continue
         sample = frame[column].dropna().head(200)
         if len(sample) and np.mean([looks_like_image_cell(v) for v in sample]) >= 0.9:
