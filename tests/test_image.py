@@ -127,17 +127,18 @@ def test_each_strategy_trains_exactly_its_parameters(strategy, frozen, trained, 
 
 def test_flipped_labels_are_suspected(tmp_path):
     frame, target, settings = ImageTask.example("binary")
-    flipped = frame.index[frame[target] == "rows"][:4]
-    frame.loc[flipped, target] = "columns"  # four stripes-across images labelled as stripes-down
+    flipped = frame.index[frame[target] == "rows"][:6]
+    frame.loc[flipped, target] = "columns"  # six stripes-across images labelled as stripes-down
     result = dojo.train(frame, target=target, runs_dir=str(tmp_path / "runs"), tracking=False, name="flip",
-                        overrides={**settings, "train.epochs": 1})
+                        overrides={**settings, "train.epochs": 1, "data.test_fraction": 0.0,
+                                   "data.validation_fraction": 0.0})
     import json
 
     issues = json.loads((result.path / "label_issues.json").read_text())
     named = {int(issue["image"].split()[-1]) for issue in issues}
-    assert result.info["suspected_label_errors"] == len(issues) >= 4
-    assert all(issue["suggested"] == "rows" for issue in issues[:4])
-    assert len(named & set(range(len(frame)))) >= 4
+    assert result.info["suspected_label_errors"] == len(issues) >= 2
+    assert len(named & set(flipped)) >= 2 and all(issue["suggested"] == "rows" for issue in issues
+                                                  if int(issue["image"].split()[-1]) in set(flipped))
 
 
 def test_interrupted_augmented_training_resumes_bitwise(tmp_path):
