@@ -49,7 +49,7 @@ def test_folder_of_class_folders_is_detected_converted_and_learns(tmp_path):
     assert 'class="gallery"' in report and report.count("data:image/png;base64") >= 10  # worst-image thumbnails
     from modeldojo.tasks.image.pipeline import choose_size
 
-    assert choose_size(224, [28] * 9) == 64 and choose_size(224, [50, 60, 70]) == 128 and choose_size(224, [500]) == 224
+    assert choose_size(224, [28] * 9) == 96 and choose_size(224, [50, 60, 70]) == 192 and choose_size(224, [500]) == 224
     predictions = result.model.predict(pd.DataFrame({"image": [str(p) for p in sorted((folder / "rows").iterdir())]}))
     assert (predictions == "rows").mean() >= 0.9
 

@@ -181,7 +181,7 @@ class ModelConfig(Group):
     target_transform: Literal["auto", "none", "log"] = setting(
         "auto", "Regression: fit on log(1+y) and invert; auto = when the target is positive and right-skewed.")
     image_size: int = setting(0, "Image: input resolution (square); 0 = the backbone's own, lowered for small "
-                                 "images to twice their median side, rounded up to 32 (at least 64).", minimum=0)
+                                 "images to three times their median side, rounded up to 32 (at least 96).", minimum=0)
     max_length: int = setting(0, "Text: maximum tokens per example; 0 = the 95th percentile of the training "
                                  "texts' token lengths (reported), capped by the model.", minimum=0)
 
