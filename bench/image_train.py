@@ -57,7 +57,7 @@ def run_plain(train, test):
     model = backbones.build(backbones.EFFICIENTNET, classes, None).train()
     store = pipeline.ImageStore(train["image"].tolist(), None, 96, 4096)
     labels = torch.as_tensor(train["digit"].map(classes.index).to_numpy())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, fused=True)  # as dojo
     dtype = autocast_dtype(Config().train, torch.device("cpu"))
     order = np.random.default_rng([0, 0]).permutation(len(store))
     seen, started = 0, time.perf_counter()

@@ -168,3 +168,30 @@ def test_interrupted_augmented_training_resumes_bitwise(tmp_path):
     first = load_file(str(whole.run.model_dir / "model" / "model.safetensors"))
     second = load_file(str(resumed.run.model_dir / "model" / "model.safetensors"))
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_cli_trains_and_checks_a_folder_without_target(tmp_path, capsys):
+    from modeldojo.cli import main
+
+    folder = write_folder(tmp_path / "photos", per_class=12)
+    settings = [f"{key}={value}" for key, value in overrides(**{"data.test_fraction": 0.25}).items()]
+    assert main(["check", str(folder)]) == 0
+    assert "images converted to RGB" in capsys.readouterr().out
+    assert main(["train", str(folder), "--runs-dir", str(tmp_path / "runs"), "--name", "p", "--no-tracking",
+                 *settings]) == 0
+    out = tmp_path / "predictions.csv"
+    listing = tmp_path / "new.csv"
+    pd.DataFrame({"image": [f"photos/rows/{i:03d}.png" for i in range(3)]}).to_csv(listing, index=False)
+    assert main(["predict", "p", "--runs-dir", str(tmp_path / "runs"), "--data", str(listing), "--out", str(out)]) == 0
+    assert list(pd.read_csv(out)["prediction"]) == ["rows"] * 3
+
+
+def test_pil_images_and_arrays_predict_alike(tmp_path):
+    frame, target, settings = ImageTask.example("binary")
+    result = dojo.train(frame, target=target, runs_dir=str(tmp_path / "runs"), tracking=False, overrides=settings)
+    arrays = frame[["image"]].head(8)
+    pictures = pd.DataFrame({"image": [Image.fromarray(a) for a in arrays["image"]]})
+    floats = pd.DataFrame({"image": [a.astype(np.float32) / 255 for a in arrays["image"]]})  # 0-1 floats
+    expected = result.model.predict_proba(arrays).to_numpy()
+    assert np.allclose(result.model.predict_proba(pictures).to_numpy(), expected)
+    assert np.allclose(result.model.predict_proba(floats).to_numpy(), expected, atol=0.02)

@@ -257,9 +257,16 @@ def check(data, target: str | None = None, *, config: Config | str | Path | None
     if source is None:
         raise ConfigError("no data: pass a file or set data.path")
     frame = _read(source, config)
-    return checks_module.run_checks(frame, config.data.target, kind=config.task.kind, seed=config.train.seed,
-                                    label_errors=config.data.label_error_check,
-                                    sample_rows=config.data.check_sample_rows, drop_columns=config.data.drop_columns)
+    target = config.data.target
+    row_checks = True  # the table-model label-error check, where the task's data suits it
+    if target and target in frame.columns:
+        task_name = config.task.name if config.task.name != "auto" else tasks.detect(frame, target)
+        row_checks = tasks.get(task_name).row_label_checks
+    return checks_module.run_checks(frame, target, kind=config.task.kind, seed=config.train.seed,
+                                    label_errors=config.data.label_error_check and row_checks,
+                                    sample_rows=config.data.check_sample_rows, drop_columns=config.data.drop_columns,
+                                    separator=config.data.label_separator,
+                                    skip_bad_images=config.data.skip_bad_images)
 
 
 def load(reference: str | Path, runs_dir: str | Path = "runs") -> Model:
