@@ -84,14 +84,21 @@ def run_plain(train, test):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-augment", action="store_true")
+    parser.add_argument("--repeats", type=int, default=2, choices=[1, 2], help="1: plain, dojo; 2: plain, dojo, dojo, plain")
     args = parser.parse_args()
     train, test = data()
     print(f"MNIST-5k: {len(train)} train / {len(test)} test; {SETTINGS}")
-    results = {"plain PyTorch loop": run_plain(train, test), "dojo loop": run_dojo(train, test, SETTINGS)}
-    for name, r in results.items():
-        print(f"{name:22s} {r['images/s']:6.1f} images/s  train {r['train s']:5.1f} s  test accuracy {r['accuracy']:.3f}")
-    ratio = results["dojo loop"]["images/s"] / results["plain PyTorch loop"]["images/s"]
-    print(f"dojo / plain: {ratio:.3f}x images/s (overhead {100 * (1 - ratio):+.1f}%)")
+    # ABBA order (plain, dojo, dojo, plain): this shared machine's speed drifts by ±15 % between minutes.
+    runs = {"plain PyTorch loop": run_plain, "dojo loop": lambda a, b: run_dojo(a, b, SETTINGS)}
+    results: dict[str, list] = {name: [] for name in runs}
+    for name in ["plain PyTorch loop", "dojo loop", "dojo loop", "plain PyTorch loop"][:2 * args.repeats]:
+        r = runs[name](train, test)
+        results[name].append(r)
+        print(f"{name:22s} {r['images/s']:6.1f} images/s  train {r['train s']:5.1f} s  test accuracy "
+              f"{r['accuracy']:.3f}", flush=True)
+    speed = {name: float(np.mean([r["images/s"] for r in rs])) for name, rs in results.items()}
+    ratio = speed["dojo loop"] / speed["plain PyTorch loop"]
+    print(f"dojo / plain: {ratio:.3f}x images/s (overhead {100 * (1 - ratio):+.1f}%), means of {args.repeats} run(s)")
     if args.skip_augment:
         return
     # Augmentation matters most with little data: 50 images per class, 20 epochs, everything else the same.
