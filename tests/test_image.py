@@ -176,7 +176,8 @@ def test_cli_trains_and_checks_a_folder_without_target(tmp_path, capsys):
     folder = write_folder(tmp_path / "photos", per_class=12)
     settings = [f"{key}={value}" for key, value in overrides(**{"data.test_fraction": 0.25}).items()]
     assert main(["check", str(folder)]) == 0
-    assert "images converted to RGB" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "images converted to RGB" in printed.out + printed.err
     assert main(["train", str(folder), "--runs-dir", str(tmp_path / "runs"), "--name", "p", "--no-tracking",
                  *settings]) == 0
     out = tmp_path / "predictions.csv"

@@ -72,15 +72,16 @@ def resolve_config(data=None, target=None, config: Config | str | Path | None = 
         pairs["data.path"] = str(data)
     if target is not None:
         pairs["data.target"] = target
-    elif isinstance(data, (str, Path)) and Path(data).is_dir() and not config.data.target:
-        pairs["data.target"] = "label"  # a folder of class folders: the folder names are the labels
     for key, value in shortcuts.items():
         if key not in SHORTCUTS:
             raise ConfigError(f"unknown keyword {key!r}; use one of {', '.join(sorted(SHORTCUTS))} or overrides=")
         if value is not None:
             pairs[SHORTCUTS[key]] = value
     config = config.with_overrides(pairs)
-    return config.with_overrides(overrides) if overrides else config
+    config = config.with_overrides(overrides) if overrides else config
+    if not config.data.target and config.data.path and Path(config.data.path).is_dir():
+        config = config.with_overrides({"data.target": "label"})  # class folders: the folder names are the labels
+    return config
 
 
 def _read(source, config: Config) -> pd.DataFrame:
