@@ -179,6 +179,7 @@ def test_cli_trains_and_checks_a_folder_without_target(tmp_path, capsys):
     printed = capsys.readouterr()
     assert "images converted to RGB" in printed.out + printed.err
     assert main(["train", str(folder), "--runs-dir", str(tmp_path / "runs"), "--name", "p", "--no-tracking",
+                 "--image-size", "32",
                  *settings]) == 0
     out = tmp_path / "predictions.csv"
     listing = tmp_path / "new.csv"

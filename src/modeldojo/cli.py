@@ -47,15 +47,18 @@ def _parser() -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
     train = command("train", "Train, evaluate and save a model (data checks run first).",
-                    "dojo train houses.csv --target Sale_Price\n  dojo train examples/ames.yaml train.seed=3",
+                    "dojo train houses.csv --target Sale_Price\n  dojo train examples/ames.yaml train.seed=3\n"
+                    "  dojo train reviews.csv --target score --strategy lora --epochs 2\n"
+                    "  dojo train photos/ --epochs 5          # a folder per class: photos/cat/*.jpg …",
                     [reading])
     train.add_argument("inputs", nargs="*", metavar="DATA|CONFIG [key=value ...]",
                        help="a data file or a YAML config, then optional overrides like train.seed=3")
     train.add_argument("--target", help="column to predict")
     train.add_argument("--task", help="task name (default: chosen from the data)")
     train.add_argument("--kind", choices=["regression", "binary", "multiclass", "multilabel"], help="force the prediction kind")
-    train.add_argument("--model", help="learner: lightgbm (default), xgboost, catboost, random_forest, "
-                                       "extra_trees, decision_tree, hist_gradient_boosting, linear")
+    train.add_argument("--model", help="tabular learner: lightgbm (default), xgboost, catboost, random_forest, "
+                                       "extra_trees, decision_tree, hist_gradient_boosting, linear; text/image: a "
+                                       "Hugging Face id or folder (image also efficientnet-lite0, the default)")
     train.add_argument("--name", help="run name (default: <task>-<timestamp>)")
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument("--test-size", type=float, help="share of rows held out for testing (default 0.2)")
@@ -72,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     neural.add_argument("--lr", type=float, help="peak learning rate")
     neural.add_argument("--batch-size", type=int, help="examples per micro-batch")
     neural.add_argument("--max-length", type=int, help="maximum tokens per text (default: from the data)")
+    neural.add_argument("--image-size", type=int, help="image input size in pixels (default: from the data)")
+    neural.add_argument("--augment", choices=["none", "light", "strong"], help="image augmentation (default light)")
     neural.add_argument("--resume", action="store_true", help="continue the named run from its last checkpoint "
                         "(also automatic when the run folder has one; pass --name)")
 

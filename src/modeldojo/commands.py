@@ -38,7 +38,8 @@ def train(args, out) -> int:
              "tracking.uri": args.tracking_uri, "run.runs_dir": args.runs_dir, "data.path": data,
              "data.drop_columns": args.drop, "finetune.strategy": args.strategy, "train.epochs": args.epochs,
              "train.max_steps": args.max_steps, "train.learning_rate": args.lr, "train.batch_size": args.batch_size,
-             "model.max_length": args.max_length, **_reading_overrides(args)}
+             "model.max_length": args.max_length, "model.image_size": args.image_size,
+             "data.augment": args.augment, **_reading_overrides(args)}
     if args.resume:
         flags["train.resume"] = True
     if args.no_tracking:
