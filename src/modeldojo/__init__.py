@@ -11,4 +11,11 @@ from .errors import ConfigError, DataError, DojoError
 from .model import Model
 
 __version__ = "0.1.0"
-__all__ = ["Config", "ConfigError", "DataError", "DojoError", "Model", "check", "load", "train", "__version__"]
+__all__ = ["Config", "ConfigError", "DataError", "DojoError", "Model", "check", "load", "train", "tune", "__version__"]
+
+
+def tune(*args, **kwargs):
+    """Hyperparameter search (Optuna; `pip install 'modeldojo[tune]'`): see modeldojo.tuning.tune.tune."""
+    from .tuning.tune import tune as run_tune
+
+    return run_tune(*args, **kwargs)

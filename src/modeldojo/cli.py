@@ -108,6 +108,24 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--data", required=True, help="CSV/TSV/JSONL/Parquet rows to predict")
     predict.add_argument("--out", help="output file (.csv, .jsonl or .parquet); default: CSV on stdout")
 
+    tune = command("tune", "Hyperparameter search (Optuna): trials scored on the validation split or by k-fold CV; "
+                   "writes trials.csv and best.yaml (train it with `dojo train <study>/best.yaml`).",
+                   "dojo tune houses.csv --target Sale_Price --trials 30\n"
+                   "  dojo tune examples/ames.yaml --search random --cv 5 --name ames-study\n"
+                   "  dojo tune reviews.csv --target score --trials 8 tune.space='{train.learning_rate: "
+                   "{loguniform: [1.0e-5, 3.0e-4]}}'", [reading])
+    tune.add_argument("inputs", nargs="*", metavar="DATA|CONFIG [key=value ...]",
+                      help="a data file or a YAML config, then optional overrides like tune.trials=50")
+    tune.add_argument("--target", help="column to predict")
+    tune.add_argument("--task", help="task name (default: chosen from the data)")
+    tune.add_argument("--model", help="learner or pretrained model, as for train")
+    tune.add_argument("--name", help="study name (its folder under --runs-dir; the same name resumes it)")
+    tune.add_argument("--trials", type=int, help="number of trials (default 20)")
+    tune.add_argument("--search", choices=["grid", "random", "bayes"], help="sampler (default bayes = TPE)")
+    tune.add_argument("--cv", type=int, metavar="K", help="score each trial by K-fold cross-validation")
+    tune.add_argument("--timeout", type=int, metavar="S", help="stop starting trials after S seconds")
+    tune.add_argument("--storage", help="Optuna storage URL (default: sqlite in the study folder)")
+
     command("runs", "List runs with their status and main test metric.", "dojo runs")
     ui = command("ui", "Open the MLflow dashboard for the runs (needs `pip install modeldojo[ui]`).",
                  "dojo ui --port 5000")
@@ -122,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # `key=value` overrides may also come after the flags: dojo train data.csv --target y train.seed=3
     overrides = [item for item in extra if "=" in item and not item.startswith("-")]
-    if extra != overrides or (overrides and args.command not in ("train", "validate")):
+    if extra != overrides or (overrides and args.command not in ("train", "tune", "validate")):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if overrides:
         getattr(args, "inputs", getattr(args, "overrides", None)).extend(overrides)

@@ -64,6 +64,35 @@ def train(args, out) -> int:
     return 0
 
 
+def tune(args, out) -> int:
+    from .tuning.tune import tune as run_tune
+
+    config_path, data, overrides = overrides_and_source(args.inputs)
+    config = Config.load(config_path) if config_path else Config()
+    flags = {"data.target": args.target, "task.name": args.task, "model.name": args.model, "run.name": args.name,
+             "run.runs_dir": args.runs_dir, "data.path": data, "tune.trials": args.trials, "tune.search": args.search,
+             "tune.cv": args.cv, "tune.timeout": args.timeout, "tune.storage": args.storage,
+             **_reading_overrides(args)}
+    config = config.with_overrides({k: v for k, v in flags.items() if v is not None}).with_overrides(overrides)
+    bus = out.progress()
+    bus.subscribe("checks_done", lambda report, **_: _print_findings(out, report))
+    result = run_tune(config=config, events=bus)
+    columns = [c.split(".")[-1] for c in result.trials.columns]  # model.params.num_leaves → num_leaves
+    out.table(f"Trials ({result.metric}, {result.direction})", columns,
+              [[_cell(v) for v in row] for row in result.trials.itertuples(index=False)])
+    out.say(f"[green]✓[/] best {result.metric} [bold]{result.best_value:.4f}[/]: "
+            + escape(", ".join(f"{k}={_cell(v)}" for k, v in result.best_params.items())))
+    out.say(f"  study {escape(str(result.run.directory))}; train the best: dojo train {escape(str(result.best_config))}")
+    out.result({"study": result.run.name, "metric": result.metric, "direction": result.direction,
+                "best_value": result.best_value, "best_params": result.best_params,
+                "best_config": str(result.best_config), "trials": len(result.trials)})
+    return 0
+
+
+def _cell(value):
+    return f"{value:.4g}" if isinstance(value, float) else value
+
+
 def _print_findings(out, report) -> None:
     out.say(f"[cyan]•[/] checks: {report.rows} rows × {report.columns} columns, target {escape(repr(report.target))} "
             f"({report.kind}); {len(report.warnings)} warning(s)")

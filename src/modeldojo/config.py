@@ -254,6 +254,21 @@ class EvaluateConfig(Group):
 
 
 @dataclass
+class TuneConfig(Group):
+    section = "tune"
+    space: dict[str, Any] = setting({}, "Search space: {group.key: {uniform|loguniform: [low, high]} | {int: [low, "
+                                        "high]} | {choice: [values]}}; model.params.<arg> addresses learner "
+                                        "arguments; empty = the task's default space.")
+    trials: int = setting(20, "Trials to run (grid search: at most the grid's size).", minimum=1)
+    search: Literal["grid", "random", "bayes"] = setting("bayes", "Sampler: grid, random, or bayes (Optuna TPE).")
+    cv: int = setting(0, "Score each trial by the mean over K folds; 0 = on the validation split.", minimum=0)
+    timeout: int = setting(0, "Stop starting new trials after this many seconds; 0 = no limit.", minimum=0)
+    metric: str = setting("auto", "Metric to optimise; auto = the task's main metric for the kind.")
+    direction: Literal["auto", "maximize", "minimize"] = setting("auto", "auto = from the metric.")
+    storage: str | None = setting(None, "Optuna storage URL; null = sqlite in the study's run folder (resumable).")
+
+
+@dataclass
 class TrackingConfig(Group):
     section = "tracking"
     enabled: bool = setting(True, "Record the run in MLflow.")
@@ -277,6 +292,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

@@ -63,6 +63,11 @@ class Task(ABC):
         """A small synthetic dataset, its target column and config overrides (e.g. a tiny model)
         that make it train in seconds: used by the task contract test."""
 
+    @classmethod
+    def search_space(cls, config: Config, kind: str) -> dict[str, Any]:
+        """The default hyperparameter space for `dojo tune` (tuning/space.py format); {} = none."""
+        return {}
+
     # -- the model ---------------------------------------------------------------------
     @abstractmethod
     def fit(self, train: pd.DataFrame, y_train: pd.Series, validation: pd.DataFrame | None,

@@ -84,6 +84,11 @@ class ImageTask(Task):
         return 0.95 if image_columns(frame, {target}) else 0.0
 
     @classmethod
+    def search_space(cls, config, kind):
+        return {"train.learning_rate": {"loguniform": [1.0e-4, 3.0e-3]}, "train.batch_size": {"choice": [16, 32]},
+                "train.weight_decay": {"choice": [0.0, 0.01, 0.1]}}
+
+    @classmethod
     def example(cls, kind: str, seed: int = 0):
         from . import tiny
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -46,6 +46,24 @@ class TabularTask(Task):
         else:
             frame["price"] = pd.qcut(signal + rng.normal(0, 0.3, rows), 3, labels=["low", "mid", "high"]).astype(str)
         return frame, "price", {}
+
+    # Native argument names of each booster (model.params.<name>), the usual ranges.
+    SPACES: ClassVar[dict[str, dict[str, Any]]] = {
+        "lightgbm": {"model.params.num_leaves": {"int": [8, 128]},
+                     "model.params.learning_rate": {"loguniform": [0.01, 0.2]},
+                     "model.params.min_data_in_leaf": {"int": [5, 100]},
+                     "model.params.feature_fraction": {"uniform": [0.5, 1.0]}},
+        "xgboost": {"model.params.max_depth": {"int": [3, 10]}, "model.params.eta": {"loguniform": [0.01, 0.3]},
+                    "model.params.subsample": {"uniform": [0.5, 1.0]},
+                    "model.params.colsample_bytree": {"uniform": [0.5, 1.0]}},
+        "catboost": {"model.params.depth": {"int": [4, 10]},
+                     "model.params.learning_rate": {"loguniform": [0.01, 0.3]},
+                     "model.params.l2_leaf_reg": {"loguniform": [1.0, 10.0]}},
+    }
+
+    @classmethod
+    def search_space(cls, config, kind):
+        return dict(cls.SPACES.get("lightgbm" if config.model.name == "auto" else config.model.name, {}))
 
     # -- fitting -------------------------------------------------------------------------
     def fit(self, train, y_train, validation, y_validation, events: EventBus) -> dict[str, Any]:

@@ -122,6 +122,11 @@ class TextTask(Task):
         return 0.9 if len(found) == 1 else 0.0
 
     @classmethod
+    def search_space(cls, config, kind):
+        return {"train.learning_rate": {"loguniform": [1.0e-5, 3.0e-4]}, "train.batch_size": {"choice": [16, 32]},
+                "train.weight_decay": {"choice": [0.0, 0.01, 0.1]}}
+
+    @classmethod
     def example(cls, kind: str, seed: int = 0):
         from . import tiny
 

@@ -1,0 +1,1 @@
+"""Hyperparameter search (Optuna) over any registered task: spaces, samplers, studies."""
