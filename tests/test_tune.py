@@ -105,3 +105,17 @@ def test_dojo_tune_command(tmp_path, capsys):
     assert printed["trials"] == 3 and printed["best_config"].endswith("best.yaml")
     assert main(["tune", str(data), "--target", "label", "--runs-dir", str(tmp_path / "runs"), "--name", "bad",
                  "tune.space={train.seed: {uniform: [2, 1]}}"]) == 2
+
+
+def test_pruning_stops_trials_that_fall_behind(tmp_path):
+    """Neural trials report validation accuracy each evaluation; hopeless learning rates are stopped."""
+    frame, target, settings = tasks.get("text").example("multiclass")
+    result = dojo.tune(frame, target=target, runs_dir=str(tmp_path), tracking=False, name="p", overrides={
+        **settings, "tune.trials": 8, "tune.search": "random", "tune.pruning": "median", "train.epochs": 6,
+        "train.eval_every": 4, "data.label_error_check": False,
+        "tune.space": {"train.learning_rate": {"choice": [3e-3, 1e-7]}}})
+    states = result.trials["state"].tolist()
+    assert "pruned" in states and "complete" in states
+    pruned = result.trials[result.trials["state"] == "pruned"]
+    assert (pruned["train.learning_rate"] == 1e-7).all()  # only the hopeless ones
+    assert result.best_params["train.learning_rate"] == 3e-3

@@ -266,6 +266,9 @@ class TuneConfig(Group):
     metric: str = setting("auto", "Metric to optimise; auto = the task's main metric for the kind.")
     direction: Literal["auto", "maximize", "minimize"] = setting("auto", "auto = from the metric.")
     storage: str | None = setting(None, "Optuna storage URL; null = sqlite in the study's run folder (resumable).")
+    pruning: Literal["none", "median", "halving"] = setting(
+        "median", "Stop unpromising trials early from the validation metric neural tasks report while they train "
+                  "(median of earlier trials at the same step, or successive halving).")
 
 
 @dataclass

@@ -35,8 +35,19 @@ def sampler_for(config, dimensions):
     return optuna.samplers.TPESampler(seed=seed)
 
 
+def pruner_for(config):
+    import optuna
+
+    if config.tune.pruning == "median":  # compare from the 3rd trial on, after each trial's first evaluation
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    if config.tune.pruning == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.NopPruner()
+
+
 def run(prepared, score_trial, *, storage: str, study_name: str, bus: ev.EventBus) -> dict[str, Any]:
-    """Run the study; `score_trial(prepared_for_trial)` → metrics dict. Returns the study summary."""
+    """Run the study; `score_trial(prepared_for_trial, report)` → metrics dict, where `report(metrics, step)`
+    passes intermediate validation metrics (and raises optuna.TrialPruned to stop the trial)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # dojo reports trials itself
@@ -51,14 +62,22 @@ def run(prepared, score_trial, *, storage: str, study_name: str, bus: ev.EventBu
             size *= len(dimension.grid())
         trials = min(trials, size)
     study = optuna.create_study(storage=storage, study_name=study_name, direction=direction,
-                                sampler=sampler_for(config, dimensions), load_if_exists=True)
+                                sampler=sampler_for(config, dimensions), pruner=pruner_for(config),
+                                load_if_exists=True)
     done = sum(1 for t in study.trials if t.state.is_finished())
     started = time.perf_counter()
 
     def objective(trial) -> float:
         params = {d.key: d.suggest(trial) for d in dimensions}
         trial_config = space_module.apply(config, params)
-        scores = score_trial(replace(prepared, config=trial_config))
+
+        def intermediate(metrics: dict[str, float], step: int) -> None:
+            if metric in metrics:
+                trial.report(float(metrics[metric]), step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"{metric} {metrics[metric]:.4f} at step {step}")
+
+        scores = score_trial(replace(prepared, config=trial_config), intermediate)
         if metric not in scores:
             raise ConfigError(f"tune.metric {metric!r} not among the trial's metrics: {', '.join(sorted(scores))}")
         for name, value in scores.items():

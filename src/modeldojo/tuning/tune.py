@@ -44,11 +44,14 @@ def tune(data=None, target: str | None = None, *, config: Config | str | Path | 
                           "give data.validation_path, or use --cv K")
     run = _study_run(config, prepared.task_name)
     storage = config.tune.storage or f"sqlite:///{(run.directory / 'study.db').resolve()}"
-    quiet = ev.EventBus()  # trials' own progress would drown the trials table
 
-    def score_trial(trial_prepared) -> dict[str, float]:
+    def score_trial(trial_prepared, report) -> dict[str, float]:
+        quiet = ev.EventBus()  # trials' own progress would drown the trials table
         if trial_prepared.config.tune.cv:
             return api.cross_validate(trial_prepared, trial_prepared.config.tune.cv, quiet)["mean"]
+        # Validation metrics the training loop emits while it trains feed the pruner.
+        quiet.subscribe(ev.METRICS, lambda metrics, step=None, prefix="", **_: report(metrics, step)
+                        if prefix == "val_" and step is not None else None)
         train_rows, validation_rows, _ = api._split(trial_prepared)
         frame, y = trial_prepared.frame, trial_prepared.y
         validation = trial_prepared.validation or (frame.iloc[validation_rows], y.iloc[validation_rows])

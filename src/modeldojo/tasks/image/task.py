@@ -69,8 +69,11 @@ class _Trainee:
         store, labels = self.validation
         probabilities = self.task._probabilities(model, store)
         picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1)
-        scores = metrics_module.classification(labels, probabilities.argmax(axis=1), None, None)
-        return {"loss": float(-np.log(picked).mean()), "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"]}
+        scores = metrics_module.classification(labels, probabilities.argmax(axis=1), probabilities,
+                                               list(range(probabilities.shape[1])))
+        # The task's main metrics too (ROC-AUC for binary), so tuning can prune on what it optimises.
+        return {"loss": float(-np.log(picked).mean()),
+                **{k: scores[k] for k in ("accuracy", "f1_macro", "roc_auc") if k in scores}}
 
 
 @TASKS.register("image")

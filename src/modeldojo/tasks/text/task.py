@@ -85,10 +85,12 @@ class _Trainee:
 
             return {"loss": float(loss), "f1_micro": float(f1_score(labels, predicted, average="micro", zero_division=0)),
                     "f1_macro": float(f1_score(labels, predicted, average="macro", zero_division=0))}
-        classes = np.arange(probabilities.shape[1])
         picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1)
-        scores = metrics_module.classification(labels, classes[probabilities.argmax(axis=1)], None, None)
-        return {"loss": float(-np.log(picked).mean()), "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"]}
+        scores = metrics_module.classification(labels, probabilities.argmax(axis=1), probabilities,
+                                               list(range(probabilities.shape[1])))
+        # The task's main metrics too (ROC-AUC for binary), so tuning can prune on what it optimises.
+        return {"loss": float(-np.log(picked).mean()),
+                **{k: scores[k] for k in ("accuracy", "f1_macro", "roc_auc") if k in scores}}
 
 
 def _dropout_settings(model_name: str, train) -> dict[str, float]:
