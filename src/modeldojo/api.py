@@ -89,6 +89,18 @@ def _read(source, config: Config) -> pd.DataFrame:
     return readers.read(source, format=data.format, delimiter=data.delimiter, encoding=data.encoding)
 
 
+def _task_name(frame: pd.DataFrame, config: Config) -> str:
+    return config.task.name if config.task.name != "auto" else tasks.detect(frame, config.data.target)
+
+
+def _run_checks(frame: pd.DataFrame, config: Config, label_errors: bool) -> checks_module.CheckReport:
+    data = config.data
+    return checks_module.run_checks(frame, data.target, kind=config.task.kind, seed=config.train.seed,
+                                    label_errors=label_errors and data.label_error_check,
+                                    sample_rows=data.check_sample_rows, drop_columns=data.drop_columns,
+                                    separator=data.label_separator, skip_bad_images=data.skip_bad_images)
+
+
 def prepare(data=None, config: Config | None = None, *, run_checks: bool = True) -> Prepared:
     config = config or Config()
     source = data if isinstance(data, pd.DataFrame) else (data or config.data.path)
@@ -100,14 +112,9 @@ def prepare(data=None, config: Config | None = None, *, run_checks: bool = True)
     frame = _read(source, config)
     for column in [target, *config.data.drop_columns, *filter(None, [config.data.group_column])]:
         require_column(frame, column, "target" if column == target else "configured")
-    task_name = config.task.name if config.task.name != "auto" else tasks.detect(frame, target)
+    task_name = _task_name(frame, config)
     task_class = tasks.get(task_name)  # unknown task names fail here, before any compute
-    report_ = checks_module.run_checks(
-        frame, target, kind=config.task.kind, seed=config.train.seed,
-        label_errors=run_checks and config.data.label_error_check and task_class.row_label_checks,
-        sample_rows=config.data.check_sample_rows,
-        drop_columns=config.data.drop_columns, separator=config.data.label_separator,
-        skip_bad_images=config.data.skip_bad_images)
+    report_ = _run_checks(frame, config, label_errors=run_checks and task_class.row_label_checks)
     if report_.errors:
         raise DataError("\n".join(f.message for f in report_.errors))
     if report_.skipped_rows:  # unreadable images the user chose to leave out
@@ -258,16 +265,9 @@ def check(data, target: str | None = None, *, config: Config | str | Path | None
     if source is None:
         raise ConfigError("no data: pass a file or set data.path")
     frame = _read(source, config)
-    target = config.data.target
-    row_checks = True  # the table-model label-error check, where the task's data suits it
-    if target and target in frame.columns:
-        task_name = config.task.name if config.task.name != "auto" else tasks.detect(frame, target)
-        row_checks = tasks.get(task_name).row_label_checks
-    return checks_module.run_checks(frame, target, kind=config.task.kind, seed=config.train.seed,
-                                    label_errors=config.data.label_error_check and row_checks,
-                                    sample_rows=config.data.check_sample_rows, drop_columns=config.data.drop_columns,
-                                    separator=config.data.label_separator,
-                                    skip_bad_images=config.data.skip_bad_images)
+    # The table-model label-error check runs only where the task's data suits it (as in train).
+    suits = config.data.target not in frame.columns or tasks.get(_task_name(frame, config)).row_label_checks
+    return _run_checks(frame, config, label_errors=suits)
 
 
 def load(reference: str | Path, runs_dir: str | Path = "runs") -> Model:

@@ -20,6 +20,14 @@ def sample_weights(y: pd.Series, mode: str) -> np.ndarray | None:
     return compute_sample_weight("balanced", y.to_numpy())
 
 
+def class_weights(y: pd.Series, codes: np.ndarray, classes: int, mode: str) -> list[float] | None:
+    """Per-class loss weights (class code order) from the per-row weights above; None when not weighting."""
+    rows = sample_weights(y, mode)
+    if rows is None:
+        return None
+    return [float(rows[codes == c][0]) if (codes == c).any() else 1.0 for c in range(classes)]
+
+
 def resample(positions: np.ndarray, y: pd.Series, mode: str, seed: int) -> np.ndarray:
     """Row positions after randomly over-sampling every class up to the largest, or down to the smallest."""
     if mode == "none":

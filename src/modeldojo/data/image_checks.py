@@ -2,44 +2,20 @@
 
 Every image is opened and decoded once: unreadable, truncated or missing files are listed by path and
 row (training stops, or with `data.skip_bad_images` those rows are left out); modes other than RGB are
-counted (they are converted); images under 32 pixels on a side are flagged; byte-identical images are
+counted (they are converted); images under 32 pixels on a side are flagged; pixel-identical images are
 flagged, as copies landing in both train and test inflate test scores.
 """
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
 
-from .images import base_folder, describe_cell, open_image
+from .images import base_folder, describe_cell, load_image, to_rgb
 from .readers import row_location
 
 TINY_SIDE = 32
 SHOWN = 10
-
-
-def _fingerprint(cell, base: Path | None) -> str:
-    if isinstance(cell, str):
-        path = Path(cell) if Path(cell).is_absolute() or base is None else base / cell
-        return hashlib.sha1(path.read_bytes()).hexdigest()
-    if isinstance(cell, np.ndarray):
-        return hashlib.sha1(np.ascontiguousarray(cell).tobytes()).hexdigest()
-    return hashlib.sha1(cell.tobytes()).hexdigest()
-
-
-def _mode(cell, base: Path | None) -> str:
-    from PIL import Image
-
-    if isinstance(cell, str):
-        path = Path(cell) if Path(cell).is_absolute() or base is None else base / cell
-        with Image.open(path) as image:
-            return image.mode
-    if isinstance(cell, np.ndarray):
-        return "L" if cell.ndim == 2 or 1 in (cell.shape[0], cell.shape[-1]) else "array"
-    return cell.mode
 
 
 def check_images(frame: pd.DataFrame, column: str, report, skip_bad: bool) -> list[int]:
@@ -52,9 +28,10 @@ def check_images(frame: pd.DataFrame, column: str, report, skip_bad: bool) -> li
             bad.append((position, "no image (empty cell)"))
             continue
         try:
-            image = open_image(cell, base)
-            modes[_mode(cell, base)] += 1
-            digest = _fingerprint(cell, base)
+            image = load_image(cell, base)  # decoded once: mode, size and pixel digest from the same read
+            to_rgb(image)  # the conversion training will do must work too
+            modes[image.mode] += 1
+            digest = hashlib.sha1(image.tobytes()).hexdigest()
         except Exception as error:  # PIL raises many types for corrupt files: report them all the same way
             bad.append((position, f"{describe_cell(cell, base)}: {error}"))
             continue
@@ -83,6 +60,6 @@ def check_images(frame: pd.DataFrame, column: str, report, skip_bad: bool) -> li
                    f"{row_location(frame, tiny[0])}); they are upscaled and carry little detail", column,
                    count=len(tiny))
     if duplicates:
-        report.add("duplicate_images", "warning", f"{duplicates} image(s) are byte-identical copies of another; "
+        report.add("duplicate_images", "warning", f"{duplicates} image(s) are pixel-identical copies of another; "
                    "copies split across train and test inflate test scores", column, count=duplicates)
     return [p for p, _ in bad] if skip_bad else []

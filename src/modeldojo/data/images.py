@@ -72,8 +72,14 @@ def base_folder(frame: pd.DataFrame) -> Path | None:
     return path if path.is_dir() else path.parent
 
 
-def open_image(cell, base: Path | None):
-    """One cell → an RGB PIL image; grayscale, palette, RGBA and CMYK are converted. Raises ValueError."""
+def resolve(cell: str, base: Path | None) -> Path:
+    """A path cell as a file path: relative paths start at the data file's folder."""
+    path = Path(cell)
+    return path if path.is_absolute() or base is None else base / path
+
+
+def load_image(cell, base: Path | None):
+    """One cell → a decoded PIL image in its own mode (see `open_image` for RGB). Raises ValueError."""
     from PIL import Image, ImageFile
 
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut-off file is an error to report, not grey pixels
@@ -83,29 +89,48 @@ def open_image(cell, base: Path | None):
             array = np.clip(array * (255.0 if array.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
         if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
             array = np.moveaxis(array, 0, -1)  # channels-first → channels-last
-        image = Image.fromarray(array.squeeze(-1) if array.ndim == 3 and array.shape[-1] == 1 else array)
-    elif isinstance(cell, str):
-        path = Path(cell)
-        if not path.is_absolute() and base is not None:
-            path = base / path
+        return Image.fromarray(array.squeeze(-1) if array.ndim == 3 and array.shape[-1] == 1 else array)
+    if isinstance(cell, str):
+        path = resolve(cell, base)
         if not path.is_file():
             raise ValueError("file not found")
         with Image.open(path) as opened:
             opened.load()  # decode now: truncated or corrupt files fail here, not mid-training
-            image = opened.copy()
-    elif type(cell).__module__.startswith("PIL."):
-        image = cell
-    else:
-        raise ValueError(f"not an image path, array or PIL image: {type(cell).__name__}")
+            return opened.copy()
+    if type(cell).__module__.startswith("PIL."):
+        return cell
+    raise ValueError(f"not an image path, array or PIL image: {type(cell).__name__}")
+
+
+def to_rgb(image):
+    """Grayscale, palette, RGBA and CMYK → RGB; transparent pixels become white, not black."""
+    from PIL import Image
+
     if image.mode == "RGBA" or (image.mode == "P" and "transparency" in image.info):
-        background = Image.new("RGB", image.size, (255, 255, 255))  # transparent → white, not black
-        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").split()[-1])
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.split()[-1])
         return background
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def describe_cell(cell, base: Path | None) -> str:
+def open_image(cell, base: Path | None):
+    """One cell → an RGB PIL image. Raises ValueError."""
+    return to_rgb(load_image(cell, base))
+
+
+def shorter_side(cell, base: Path | None) -> int:
+    """The shorter side in pixels, from a file's header only (no decoding)."""
+    from PIL import Image
+
+    if isinstance(cell, np.ndarray):
+        shape = cell.shape if cell.ndim == 2 or cell.shape[-1] in (1, 3, 4) else cell.shape[1:]
+        return int(min(shape[:2]))
     if isinstance(cell, str):
-        path = Path(cell)
-        return str(path if path.is_absolute() or base is None else base / path)
-    return f"<{type(cell).__name__}>"
+        with Image.open(resolve(cell, base)) as image:
+            return min(image.size)
+    return min(cell.size)
+
+
+def describe_cell(cell, base: Path | None) -> str:
+    return str(resolve(cell, base)) if isinstance(cell, str) else f"<{type(cell).__name__}>"

@@ -87,6 +87,15 @@ def multilabel(y: list, predicted: list, probabilities: np.ndarray | None, class
     return result
 
 
+def validation_scores(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """What a neural task's validation pass reports (class codes + softmax probabilities): loss, accuracy,
+    macro-F1 and, for binary, ROC-AUC — the task's main metrics, so tuning can prune on what it optimises."""
+    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1)
+    scores = classification(labels, probabilities.argmax(axis=1), probabilities, list(range(probabilities.shape[1])))
+    return {"loss": float(-np.log(picked).mean()),
+            **{k: scores[k] for k in ("accuracy", "f1_macro", "roc_auc") if k in scores}}
+
+
 def _probability_metrics(y: np.ndarray, probabilities: np.ndarray, labels: list[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     present = set(y)

@@ -21,6 +21,12 @@ from ..registry import Registry
 TASKS: Registry[type["Task"]] = Registry("task")
 
 
+def neural_search_space(lowest_learning_rate: float, highest_learning_rate: float) -> dict[str, Any]:
+    """The default `dojo tune` space of the fine-tuning tasks: learning rate (log), batch size, weight decay."""
+    return {"train.learning_rate": {"loguniform": [lowest_learning_rate, highest_learning_rate]},
+            "train.batch_size": {"choice": [16, 32]}, "train.weight_decay": {"choice": [0.0, 0.01, 0.1]}}
+
+
 @dataclass
 class Prediction:
     """Predicted values (regression) or labels (classification) plus class probabilities."""

@@ -50,6 +50,13 @@ class LoopResult:
     def examples_per_second(self) -> float:
         return self.examples / self.train_seconds if self.train_seconds else 0.0
 
+    def summary(self) -> dict[str, Any]:
+        """The facts a task records with its run (history included; api writes it to history.json)."""
+        return {"steps": self.steps, "epochs_completed": self.epochs_completed, "best_step": self.best_step,
+                "stopped_early": self.stopped_early, "examples_per_second": round(self.examples_per_second, 2),
+                "train_seconds": round(self.train_seconds, 2), "resumed_from_step": self.resumed_from,
+                "history": self.history}
+
 
 def cpu_supports_bf16() -> bool:
     """AVX512-BF16 / AMX (oneDNN): bf16 matmuls run ~2x fp32 there; elsewhere bf16 would be emulated."""

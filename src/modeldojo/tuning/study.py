@@ -113,11 +113,7 @@ def _has_complete(study) -> bool:
 def _default_space(prepared) -> dict[str, Any]:
     from .. import tasks
 
-    space = tasks.get(prepared.task_name).search_space(prepared.config, prepared.kind)
-    if space:
-        bus_note = ", ".join(space)
-        prepared.checks.add("tune_space", "info", f"default search space of the {prepared.task_name} task: {bus_note}")
-    return space
+    return tasks.get(prepared.task_name).search_space(prepared.config, prepared.kind)
 
 
 def trials_table(study, dimensions) -> list[dict[str, Any]]:

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...data.balance import sample_weights
+from ...data.balance import class_weights
 from ...data.images import base_folder, image_columns
 from ...errors import ConfigError, DataError
 from ...events import STAGE, EventBus
 from ...evaluation import metrics as metrics_module
-from ..base import TASKS, Prediction, Task
+from ..base import TASKS, Prediction, Task, neural_search_space
 
 # backbones / pipeline import torch: loaded on first use, so a tabular-only install can list every task.
 
@@ -68,12 +68,7 @@ class _Trainee:
             return {}
         store, labels = self.validation
         probabilities = self.task._probabilities(model, store)
-        picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1)
-        scores = metrics_module.classification(labels, probabilities.argmax(axis=1), probabilities,
-                                               list(range(probabilities.shape[1])))
-        # The task's main metrics too (ROC-AUC for binary), so tuning can prune on what it optimises.
-        return {"loss": float(-np.log(picked).mean()),
-                **{k: scores[k] for k in ("accuracy", "f1_macro", "roc_auc") if k in scores}}
+        return metrics_module.validation_scores(labels, probabilities)
 
 
 @TASKS.register("image")
@@ -88,8 +83,7 @@ class ImageTask(Task):
 
     @classmethod
     def search_space(cls, config, kind):
-        return {"train.learning_rate": {"loguniform": [1.0e-4, 3.0e-3]}, "train.batch_size": {"choice": [16, 32]},
-                "train.weight_decay": {"choice": [0.0, 0.01, 0.1]}}
+        return neural_search_space(1.0e-4, 3.0e-3)
 
     @classmethod
     def example(cls, kind: str, seed: int = 0):
@@ -158,10 +152,7 @@ class ImageTask(Task):
                     f"augmentation {self.config.data.augment}")
         store = self._store(train, stored)
         labels = y_train.map(codes).to_numpy(dtype=np.int64)
-        weights = None
-        balanced = sample_weights(y_train, self.config.data.class_weights)
-        if balanced is not None:
-            weights = [float(balanced[labels == c][0]) if (labels == c).any() else 1.0 for c in range(len(self.classes))]
+        weights = class_weights(y_train, labels, len(self.classes), self.config.data.class_weights)
         label_issues = self._label_check(store, labels, train, events)
         validation_data = (self._store(validation, self.image_size),
                            y_validation.map(codes).to_numpy(dtype=np.int64)) if has_validation else None
@@ -176,11 +167,7 @@ class ImageTask(Task):
         self.model = strategy.finalize(trainee.model).cpu().eval()
         return {"model": self.model_name, "strategy": strategy.name, **trainable, "image_size": self.image_size,
                 "augment": self.config.data.augment, "suspected_label_errors": len(label_issues),
-                "steps": result.steps,
-                "epochs_completed": result.epochs_completed, "best_step": result.best_step,
-                "stopped_early": result.stopped_early, "examples_per_second": round(result.examples_per_second, 2),
-                "train_seconds": round(result.train_seconds, 2), "resumed_from_step": result.resumed_from,
-                "history": result.history}
+                **result.summary()}
 
     def _label_check(self, store, labels, train: pd.DataFrame, events: EventBus) -> list[dict]:
         if not self.config.data.label_error_check:
@@ -256,18 +243,13 @@ class ImageTask(Task):
 
 
 def _sample_sides(cells: list, base, count: int = 200) -> list[int]:
-    """Shorter sides of up to `count` images (header reads only, for files)."""
-    from ...data.images import open_image
+    """Shorter sides of up to `count` images (file headers only)."""
+    from ...data.images import shorter_side
 
     sides = []
     for cell in cells[:count]:
-        if isinstance(cell, np.ndarray):
-            shape = cell.shape if cell.ndim == 2 or cell.shape[-1] in (1, 3, 4) else cell.shape[1:]
-            sides.append(min(shape[:2]))
-            continue
         try:
-            sides.append(min(open_image(cell, base).size))
+            sides.append(shorter_side(cell, base))
         except (OSError, ValueError):
             continue  # unreadable files are the checks' business
     return sides
-

@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...data.balance import sample_weights
+from ...data.balance import class_weights
 from ...data.target import label_matrix, label_sets
 from ...data.checks import free_text_columns
 from ...errors import ConfigError, DataError
 from ...events import STAGE, EventBus
 from ...evaluation import metrics as metrics_module
-from ..base import TASKS, Prediction, Task
+from ..base import TASKS, Prediction, Task, neural_search_space
 from . import data as text_data
 from . import model as text_model
 
@@ -85,12 +85,7 @@ class _Trainee:
 
             return {"loss": float(loss), "f1_micro": float(f1_score(labels, predicted, average="micro", zero_division=0)),
                     "f1_macro": float(f1_score(labels, predicted, average="macro", zero_division=0))}
-        picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1)
-        scores = metrics_module.classification(labels, probabilities.argmax(axis=1), probabilities,
-                                               list(range(probabilities.shape[1])))
-        # The task's main metrics too (ROC-AUC for binary), so tuning can prune on what it optimises.
-        return {"loss": float(-np.log(picked).mean()),
-                **{k: scores[k] for k in ("accuracy", "f1_macro", "roc_auc") if k in scores}}
+        return metrics_module.validation_scores(labels, probabilities)
 
 
 def _dropout_settings(model_name: str, train) -> dict[str, float]:
@@ -125,8 +120,7 @@ class TextTask(Task):
 
     @classmethod
     def search_space(cls, config, kind):
-        return {"train.learning_rate": {"loguniform": [1.0e-5, 3.0e-4]}, "train.batch_size": {"choice": [16, 32]},
-                "train.weight_decay": {"choice": [0.0, 0.01, 0.1]}}
+        return neural_search_space(1.0e-5, 3.0e-4)
 
     @classmethod
     def example(cls, kind: str, seed: int = 0):
@@ -216,10 +210,7 @@ class TextTask(Task):
         self.model = strategy.finalize(trainee.model).cpu().eval()
         return {"model": self.model_name, "strategy": strategy.name, **trainable, "max_length": self.max_length,
                 "pooling": self.pooling,
-                "steps": result.steps, "epochs_completed": result.epochs_completed, "best_step": result.best_step,
-                "stopped_early": result.stopped_early, "examples_per_second": round(result.examples_per_second, 2),
-                "train_seconds": round(result.train_seconds, 2), "resumed_from_step": result.resumed_from,
-                "history": result.history}
+                **result.summary()}
 
     def _targets(self, y: pd.Series) -> np.ndarray:
         """Class codes (int64), or for multilabel a 0/1 float matrix with a column per label."""
@@ -233,11 +224,7 @@ class TextTask(Task):
                 return None
             positives = label_matrix(y.tolist(), self.classes, self.separator).sum(axis=0)
             return [float(min(100.0, (len(y) - p) / max(p, 1))) for p in positives]
-        balanced = sample_weights(y, self.config.data.class_weights)
-        if balanced is None:
-            return None
-        codes = self._targets(y)  # per-class weights from the per-row balanced weights
-        return [float(balanced[codes == c][0]) if (codes == c).any() else 1.0 for c in range(len(self.classes))]
+        return class_weights(y, self._targets(y), len(self.classes), self.config.data.class_weights)
 
     def _texts(self, frame: pd.DataFrame, check_empty: bool = False) -> list[str]:
         missing = [c for c in self.text_columns if c not in frame.columns]
