@@ -29,6 +29,8 @@ demo: install
 	$(BIN)/python examples/ames_demo.py
 
 test: install
+	# PostgreSQL for the multi-machine tuning tests (Debian package; skipped with a message where it cannot be had).
+	bash scripts/install_postgres.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: install

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from modeldojo.tasks.tabular import TabularTask
+from postgres_server import postgres_url  # noqa: F401
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ def test_grid_search_covers_the_grid_and_writes_a_trainable_best_config(tmp_path
     _table().to_csv(data, index=False)
     grid = {"model.params.num_leaves": {"choice": [4, 16]}, "model.params.learning_rate": {"choice": [0.05, 0.2]}}
     result = dojo.tune(str(data), target="label", runs_dir=str(tmp_path / "runs"), tracking=False, name="grid",
-                       overrides={"tune.search": "grid", "tune.trials": 50, "tune.space": grid,
+                       overrides={"tune.search": "grid", "tune.trials": 50, "tune.space": grid, "tune.pruning": "none",
                                   "data.label_error_check": False})
     assert len(result.trials) == 4 and result.trials["state"].eq("complete").all()  # 2 × 2, not 50
     combos = set(zip(result.trials["model.params.num_leaves"], result.trials["model.params.learning_rate"]))

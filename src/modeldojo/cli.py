@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     tune = command("tune", "Hyperparameter search (Optuna): trials scored on the validation split or by k-fold CV; "
                    "writes trials.csv and best.yaml (train it with `dojo train <study>/best.yaml`).",
                    "dojo tune houses.csv --target Sale_Price --trials 30\n"
-                   "  dojo tune examples/ames.yaml --search random --cv 5 --name ames-study\n"
+                   "  dojo tune examples/ames.yaml --search random --cv 5 --name ames-study --workers 2\n"
                    "  dojo tune reviews.csv --target score --trials 8 tune.space='{train.learning_rate: "
                    "{loguniform: [1.0e-5, 3.0e-4]}}'", [reading])
     tune.add_argument("inputs", nargs="*", metavar="DATA|CONFIG [key=value ...]",
@@ -124,7 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--search", choices=["grid", "random", "bayes"], help="sampler (default bayes = TPE)")
     tune.add_argument("--cv", type=int, metavar="K", help="score each trial by K-fold cross-validation")
     tune.add_argument("--timeout", type=int, metavar="S", help="stop starting trials after S seconds")
-    tune.add_argument("--storage", help="Optuna storage URL (default: sqlite in the study folder)")
+    tune.add_argument("--storage", help="Optuna storage URL (default: sqlite in the study folder); every machine "
+                                        "running the same --name against one postgresql://… URL joins the study")
+    tune.add_argument("--workers", type=int, metavar="W", help="W processes run trials in parallel (default 1)")
 
     command("runs", "List runs with their status and main test metric.", "dojo runs")
     ui = command("ui", "Open the MLflow dashboard for the runs (needs `pip install modeldojo[ui]`).",

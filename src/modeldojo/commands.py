@@ -71,7 +71,7 @@ def tune(args, out) -> int:
     config = Config.load(config_path) if config_path else Config()
     flags = {"data.target": args.target, "task.name": args.task, "model.name": args.model, "run.name": args.name,
              "run.runs_dir": args.runs_dir, "data.path": data, "tune.trials": args.trials, "tune.search": args.search,
-             "tune.cv": args.cv, "tune.timeout": args.timeout, "tune.storage": args.storage,
+             "tune.cv": args.cv, "tune.timeout": args.timeout, "tune.storage": args.storage, "tune.workers": args.workers,
              **_reading_overrides(args)}
     config = config.with_overrides({k: v for k, v in flags.items() if v is not None}).with_overrides(overrides)
     bus = out.progress()

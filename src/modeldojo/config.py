@@ -265,10 +265,16 @@ class TuneConfig(Group):
     timeout: int = setting(0, "Stop starting new trials after this many seconds; 0 = no limit.", minimum=0)
     metric: str = setting("auto", "Metric to optimise; auto = the task's main metric for the kind.")
     direction: Literal["auto", "maximize", "minimize"] = setting("auto", "auto = from the metric.")
-    storage: str | None = setting(None, "Optuna storage URL; null = sqlite in the study's run folder (resumable).")
+    storage: str | None = setting(None, "Optuna storage URL; null = sqlite in the study's run folder (resumable). "
+                                        "postgresql://user@host/db lets several machines share one study.")
     pruning: Literal["none", "median", "halving"] = setting(
-        "median", "Stop unpromising trials early from the validation metric neural tasks report while they train "
-                  "(median of earlier trials at the same step, or successive halving).")
+        "median", "Stop unpromising trials early from the validation metric reported while they train (neural "
+                  "evaluations, booster rounds): median of earlier trials at the same step, or successive halving.")
+    workers: int = setting(1, "Processes running trials at once against the study's storage (this machine).",
+                           minimum=1)
+    heartbeat: int = setting(30, "Seconds between a running trial's heartbeats; a trial silent for 2x this is "
+                                 "marked failed (its worker died) and retried.", minimum=1)
+    retries: int = setting(2, "Times a dead worker's trial is retried with the same parameters.", minimum=0)
 
 
 @dataclass

@@ -21,6 +21,9 @@ RUN_COMPLETED = "run_completed"      # run, metrics
 RUN_FAILED = "run_failed"            # run, error
 STAGE = "stage"                      # name, detail (human-readable progress)
 PROGRESS = "progress"                # name, completed, total (e.g. boosting rounds, CV folds)
+# Validation scores while a booster trains (metrics, step = boosting round), for tuning's pruner. Learners
+# compute them only when someone subscribed: each costs a prediction pass over the validation rows.
+INTERMEDIATE = "intermediate"
 
 
 class EventBus:
@@ -35,6 +38,9 @@ class EventBus:
         for name in dir(subscriber):
             if name.startswith("on_"):
                 self.subscribe(name[3:], getattr(subscriber, name))
+
+    def has_subscribers(self, event: str) -> bool:
+        return bool(self._handlers.get(event))
 
     def emit(self, event: str, **payload: Any) -> None:
         for handler in list(self._handlers.get(event, ())):

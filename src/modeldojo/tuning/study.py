@@ -1,19 +1,25 @@
 """Hyperparameter search with Optuna: each trial is a normal fit on the prepared data, scored on the
-validation split (or by k-fold cross-validation); the study lives in a storage, so it resumes.
+validation split (or by k-fold cross-validation); the study lives in a storage, so it resumes and several
+workers (processes or machines) can share it.
 
-The data is read and checked once; every trial reuses it with its own config. A trial that fails
+The data is read and checked once per worker; every trial reuses it with its own config. A trial that fails
 (bad combination, non-finite loss) is recorded as failed and the study goes on.
 """
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 from .. import events as ev
 from ..errors import ConfigError, DojoError
 from ..evaluation.metrics import LOWER_IS_BETTER, PRIMARY
 from . import space as space_module
+from .storage import open_storage
+
+# Trials that count towards tune.trials: a failed trial does not (its worker may have died; it is retried).
+COUNTED = ("COMPLETE", "PRUNED")
 
 
 def objective_metric(config, kind: str) -> tuple[str, str]:
@@ -24,10 +30,11 @@ def objective_metric(config, kind: str) -> tuple[str, str]:
     return metric, direction
 
 
-def sampler_for(config, dimensions):
+def sampler_for(config, dimensions, worker: int = 0):
     import optuna
 
-    seed = config.train.seed
+    # Each worker its own seed: parallel random/TPE workers with one seed would propose the same points.
+    seed = config.train.seed + worker
     if config.tune.search == "grid":
         return optuna.samplers.GridSampler({d.key: d.grid() for d in dimensions}, seed=seed)
     if config.tune.search == "random":
@@ -45,27 +52,57 @@ def pruner_for(config):
     return optuna.pruners.NopPruner()
 
 
-def run(prepared, score_trial, *, storage: str, study_name: str, bus: ev.EventBus) -> dict[str, Any]:
-    """Run the study; `score_trial(prepared_for_trial, report)` → metrics dict, where `report(metrics, step)`
-    passes intermediate validation metrics (and raises optuna.TrialPruned to stop the trial)."""
-    import optuna
+def dimensions_for(prepared) -> list[space_module.Dimension]:
+    from .. import tasks
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # dojo reports trials itself
     config = prepared.config
-    space = config.tune.space or _default_space(prepared)
-    dimensions = space_module.parse(space, config)
-    metric, direction = objective_metric(config, prepared.kind)
+    space = config.tune.space or tasks.get(prepared.task_name).search_space(config, prepared.kind)
+    return space_module.parse(space, config)
+
+
+def target_trials(config, dimensions) -> int:
     trials = config.tune.trials
     if config.tune.search == "grid":
         size = 1
         for dimension in dimensions:
             size *= len(dimension.grid())
         trials = min(trials, size)
+    return trials
+
+
+def load(prepared, storage_url: str, study_name: str, worker: int = 0):
+    """Create the study (or join / resume it) with this worker's sampler."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # dojo reports trials itself
+    config = prepared.config
+    dimensions = dimensions_for(prepared)
+    _, direction = objective_metric(config, prepared.kind)
+    storage = open_storage(storage_url, heartbeat=config.tune.heartbeat, retries=config.tune.retries)
     study = optuna.create_study(storage=storage, study_name=study_name, direction=direction,
-                                sampler=sampler_for(config, dimensions), pruner=pruner_for(config),
+                                sampler=sampler_for(config, dimensions, worker), pruner=pruner_for(config),
                                 load_if_exists=True)
-    done = sum(1 for t in study.trials if t.state.is_finished())
-    started = time.perf_counter()
+    return study, dimensions
+
+
+def counts(study) -> dict[str, int]:
+    tally: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        tally[trial.state.name] = tally.get(trial.state.name, 0) + 1
+    return tally
+
+
+def optimize(prepared, score_trial: Callable, study, dimensions, *, bus: ev.EventBus,
+             on_trial: Callable | None = None) -> None:
+    """Run trials in this process until the study holds tune.trials complete/pruned ones (all workers
+    together), as many failed ones, or tune.timeout passes. `score_trial(prepared_for_trial, report)` →
+    metrics, where `report(metrics, step)` passes intermediate validation metrics and raises
+    optuna.TrialPruned when the pruner says stop."""
+    import optuna
+
+    config = prepared.config
+    metric, _ = objective_metric(config, prepared.kind)
+    trials = target_trials(config, dimensions)
 
     def objective(trial) -> float:
         params = {d.key: d.suggest(trial) for d in dimensions}
@@ -77,7 +114,11 @@ def run(prepared, score_trial, *, storage: str, study_name: str, bus: ev.EventBu
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"{metric} {metrics[metric]:.4f} at step {step}")
 
-        scores = score_trial(replace(prepared, config=trial_config), intermediate)
+        try:
+            scores = score_trial(replace(prepared, config=trial_config), intermediate)
+        except (DojoError, ValueError, RuntimeError) as error:  # recorded for the trials table, then FAIL
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:1000])
+            raise
         if metric not in scores:
             raise ConfigError(f"tune.metric {metric!r} not among the trial's metrics: {', '.join(sorted(scores))}")
         for name, value in scores.items():
@@ -85,41 +126,48 @@ def run(prepared, score_trial, *, storage: str, study_name: str, bus: ev.EventBu
                 trial.set_user_attr(name, float(value))
         return float(scores[metric])
 
-    def report(study_, trial) -> None:
-        finished = sum(1 for t in study_.trials if t.state.is_finished())
-        best = f" · best {metric} {study_.best_value:.4f}" if _has_complete(study_) else ""
-        bus.emit(ev.PROGRESS, name="trials", completed=finished - done, total=max(0, trials - done),
+    def after_trial(study_, trial) -> None:
+        tally = counts(study_)
+        finished = sum(tally.get(state, 0) for state in COUNTED)
+        if finished >= trials or tally.get("FAIL", 0) >= trials:
+            study_.stop()  # this worker starts no new trial; others stop after their current one
+        if on_trial:
+            on_trial(study_, trial)
+        best = f" · best {metric} {study_.best_value:.4f}" if tally.get("COMPLETE") else ""
+        bus.emit(ev.PROGRESS, name="trials", completed=min(finished, trials), total=trials,
                  info=f"trial {trial.number}: {trial.state.name.lower()}"
                       + (f" {metric} {trial.value:.4f}" if trial.value is not None else "") + best)
 
-    remaining = max(0, trials - done)
-    if remaining:
-        study.optimize(objective, n_trials=remaining, timeout=config.tune.timeout or None, callbacks=[report],
-                       catch=(DojoError, ValueError, RuntimeError))
-    if not _has_complete(study):
-        failures = [t.user_attrs.get("error", "") for t in study.trials]
-        raise ConfigError(f"no trial finished; {len(study.trials)} failed" + (f": {failures[-1]}" if failures[-1]
-                                                                                else ""))
-    return {"study": study, "metric": metric, "direction": direction, "dimensions": dimensions,
-            "seconds": time.perf_counter() - started, "resumed_trials": done}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial → failed, and queued again
+        tally = counts(study)
+        if sum(tally.get(state, 0) for state in COUNTED) < trials and tally.get("FAIL", 0) < trials:
+            study.optimize(objective, n_trials=None if config.tune.timeout else 10 * trials,
+                           timeout=config.tune.timeout or None, callbacks=[after_trial],
+                           catch=(DojoError, ValueError, RuntimeError))
 
 
-def _has_complete(study) -> bool:
-    import optuna
+def require_complete(study) -> None:
+    tally = counts(study)
+    if not tally.get("COMPLETE"):
+        failures = [t.user_attrs.get("error") or t.system_attrs.get("fail_reason", "")
+                    for t in study.get_trials(deepcopy=False) if t.state.name == "FAIL"]
+        raise ConfigError(f"no trial finished; {tally.get('FAIL', 0)} failed, {tally.get('PRUNED', 0)} pruned"
+                          + (f": {failures[-1]}" if failures and failures[-1] else ""))
 
-    return any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
-
-def _default_space(prepared) -> dict[str, Any]:
-    from .. import tasks
-
-    return tasks.get(prepared.task_name).search_space(prepared.config, prepared.kind)
+def summary(study, config, kind: str, started: float) -> dict[str, Any]:
+    metric, direction = objective_metric(config, kind)
+    return {"metric": metric, "direction": direction, "seconds": time.perf_counter() - started,
+            "counts": counts(study)}
 
 
 def trials_table(study, dimensions) -> list[dict[str, Any]]:
     rows = []
-    for trial in study.trials:
+    for trial in study.get_trials(deepcopy=False):
         rows.append({"trial": trial.number, "state": trial.state.name.lower(),
                      "value": trial.value, **{d.key: trial.params.get(d.key) for d in dimensions},
-                     "seconds": round(trial.duration.total_seconds(), 1) if trial.duration else None})
+                     "seconds": round(trial.duration.total_seconds(), 1) if trial.duration else None,
+                     "retry_of": trial.system_attrs.get("failed_trial")})
     return rows

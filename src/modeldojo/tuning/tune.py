@@ -2,10 +2,15 @@
 
 A study is a run folder (`runs/<name>/`): `study.db` (Optuna, SQLite — running the same command again
 resumes it), `trials.csv`, `best.yaml` (the full config with the best values: `dojo train best.yaml`
-trains it) and `study.json` (metric, direction, best value and parameters).
+trains it), `study.json` (metric, direction, best value and parameters, trial counts) and `report.html`
+(optimisation history, parameter importances, slice and parallel-coordinates plots).
+
+Several machines share a study through one database: each runs `dojo tune CONFIG --storage
+postgresql://… --name STUDY`; each writes its own copy of the outputs from the shared trials when it ends.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +21,10 @@ from .. import api, events as ev, runs as runs_module
 from ..config import Config
 from ..errors import ConfigError
 from ..runs import Run
+from . import report as report_module
 from . import space as space_module
 from . import study as study_module
+from . import workers as workers_module
 
 
 @dataclass
@@ -29,12 +36,18 @@ class TuneResult:
     direction: str
     trials: pd.DataFrame
     best_config: Path
+    counts: dict[str, int]
 
 
 def tune(data=None, target: str | None = None, *, config: Config | str | Path | None = None,
          overrides: list[str] | dict[str, Any] | None = None, events: ev.EventBus | None = None,
          **shortcuts: Any) -> TuneResult:
+    """Search hyperparameters; `workers=W` runs W processes (call it under `if __name__ == "__main__":`
+    in a script, as for any multiprocessing code)."""
     config = api.resolve_config(data, target, config, overrides, **shortcuts)
+    if config.tune.storage and not config.run.name:
+        raise ConfigError("tune.storage is set: pass --name (run.name) so every worker and machine joins the "
+                          "same study")
     bus = events or ev.EventBus()
     prepared = api.prepare(data, config)
     config = prepared.config
@@ -44,50 +57,70 @@ def tune(data=None, target: str | None = None, *, config: Config | str | Path | 
                           "give data.validation_path, or use --cv K")
     run = _study_run(config, prepared.task_name)
     storage = config.tune.storage or f"sqlite:///{(run.directory / 'study.db').resolve()}"
-
-    def score_trial(trial_prepared, report) -> dict[str, float]:
-        quiet = ev.EventBus()  # trials' own progress would drown the trials table
-        if trial_prepared.config.tune.cv:
-            return api.cross_validate(trial_prepared, trial_prepared.config.tune.cv, quiet)["mean"]
-        # Validation metrics the training loop emits while it trains feed the pruner.
-        quiet.subscribe(ev.METRICS, lambda metrics, step=None, prefix="", **_: report(metrics, step)
-                        if prefix == "val_" and step is not None else None)
-        train_rows, validation_rows, _ = api._split(trial_prepared)
-        frame, y = trial_prepared.frame, trial_prepared.y
-        validation = trial_prepared.validation or (frame.iloc[validation_rows], y.iloc[validation_rows])
-        task, _ = api._fit(trial_prepared, train_rows, validation, quiet)
-        features = trial_prepared.features
-        return api._score(lambda rows: task.predict(rows[features]), validation[0], validation[1],
-                          trial_prepared.kind, trial_prepared.config.data.label_separator)[0]
-
+    started = time.perf_counter()
+    tracker = None
     try:
+        run.set_status("running", kind="tune", task=prepared.task_name)
         run.write_text("config.yaml", config.to_yaml())
-        summary = study_module.run(prepared, score_trial, storage=storage, study_name=run.name, bus=bus)
-        study = summary["study"]
-        table = pd.DataFrame(study_module.trials_table(study, summary["dimensions"]))
-        table.to_csv(run.directory / "trials.csv", index=False)
-        best = space_module.apply(config, study.best_params).with_overrides({"run.name": None})
-        best_path = run.directory / "best.yaml"
-        run.write_text("best.yaml", best.to_yaml())
-        run.write_json("study.json", {"metric": summary["metric"], "direction": summary["direction"],
-                                      "best_value": study.best_value, "best_params": study.best_params,
-                                      "best_trial": study.best_trial.number, "trials": len(study.trials),
-                                      "search": config.tune.search, "cv": config.tune.cv, "storage": storage,
-                                      "seconds": round(summary["seconds"], 2)})
+        study, dimensions = study_module.load(prepared, storage, run.name)
+        if config.tracking.enabled:
+            from .tracking import StudyTracker
+
+            tracker = StudyTracker(config)
+            tracker.start(study, run, config)
+        ended = workers_module.run_all(prepared, storage, run.name, study, dimensions, bus=bus, tracker=tracker)
+        study_module.require_complete(study)
+        summary = study_module.summary(study, config, prepared.kind, started)
+        result = _write_outputs(run, study, dimensions, config, summary, storage, ended)
+        if tracker:
+            tracker.finish(run, {"metric": summary["metric"], "value": study.best_value,
+                                 "trial": study.best_trial.number})
         run.set_status("completed", finished=runs_module.now(), kind="tune")
     except BaseException as error:
         run.set_status("failed", finished=runs_module.now(), error=f"{type(error).__name__}: {error}")
+        if tracker:
+            tracker.finish(run, None, failed=f"{type(error).__name__}: {error}")
         raise
+    return result
+
+
+def _write_outputs(run: Run, study, dimensions, config: Config, summary: dict[str, Any], storage: str,
+                   ended: list[dict[str, Any]]) -> TuneResult:
+    table = pd.DataFrame(study_module.trials_table(study, dimensions))
+    table.to_csv(run.directory / "trials.csv", index=False)
+    best = space_module.apply(config, study.best_params).with_overrides({"run.name": None})
+    best_path = run.directory / "best.yaml"
+    run.write_text("best.yaml", best.to_yaml())
+    details = {"metric": summary["metric"], "direction": summary["direction"], "best_value": study.best_value,
+               "best_params": study.best_params, "best_trial": study.best_trial.number,
+               "trials": len(table), "counts": summary["counts"], "search": config.tune.search,
+               "cv": config.tune.cv, "workers": config.tune.workers, "pruning": config.tune.pruning,
+               "storage": _storage_label(storage), "seconds": round(summary["seconds"], 2),
+               "workers_ended": ended}
+    run.write_json("study.json", details)
+    report_module.write(run.directory / "report.html", study, metric=summary["metric"],
+                        direction=summary["direction"], title=f"modeldojo study {run.name}",
+                        summary={k: details[k] for k in ("search", "cv", "pruning", "workers", "trials", "storage",
+                                                         "seconds")})
     return TuneResult(run, study.best_value, study.best_params, summary["metric"], summary["direction"], table,
-                      best_path)
+                      best_path, summary["counts"])
+
+
+def _storage_label(url: str) -> str:
+    from .storage import _redact
+
+    return _redact(url)
 
 
 def _study_run(config: Config, task_name: str) -> Run:
-    """The study's folder: reused when it holds an unfinished study (resume), else created."""
+    """The study's folder: reused when it holds an unfinished study (resume) or when the study lives in a
+    shared storage (another machine's workers may have written to it), else created."""
     name = config.run.name or runs_module.default_name(f"tune-{task_name}")
     directory = Path(config.run.runs_dir) / runs_module.validate_name(name)
     run = Run(directory)
-    if (directory / "study.db").is_file() and run.status().get("status") in ("running", "failed"):
+    shared = bool(config.tune.storage)
+    if directory.is_dir() and (shared or ((directory / "study.db").is_file()
+                                          and run.status().get("status") in ("running", "failed"))):
         run.set_status("running", resumed=runs_module.now())
         return run
     return Run.create(config.run.runs_dir, name, config.run.overwrite)

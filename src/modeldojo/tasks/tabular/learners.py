@@ -17,6 +17,14 @@ from ...registry import Registry
 LEARNERS: Registry[type["Learner"]] = Registry("tabular learner (model.name)")
 # Rounds used when there is no validation split to early-stop on.
 ROUNDS_WITHOUT_VALIDATION = 1000
+# How often (in boosting rounds) validation scores go to `on_validation` while tuning prunes.
+REPORT_EVERY = 10
+# CatBoost cannot predict mid-fit, but computes these metrics on the eval set itself (our name → its name).
+CATBOOST_METRICS = {"regression": {"rmse": "RMSE", "mae": "MAE", "r2": "R2"},
+                    "binary": {"roc_auc": "AUC", "accuracy": "Accuracy", "f1_macro": "TotalF1:average=Macro",
+                               "log_loss": "Logloss"},
+                    "multiclass": {"accuracy": "Accuracy", "f1_macro": "TotalF1:average=Macro",
+                                   "log_loss": "MultiClass"}}
 
 
 class Learner:
@@ -30,6 +38,9 @@ class Learner:
         self.params, self.categorical = dict(params), list(categorical)
         self.best_rounds: int | None = None
         self.on_round = None  # optional callable(completed, total) for progress display
+        # Optional callable(round, predictions=raw matrix | None, metrics=dict | None), every REPORT_EVERY
+        # rounds of an early-stopping fit: validation scores for tuning's pruner.
+        self.on_validation = None
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, weights: np.ndarray | None, X_val: pd.DataFrame | None = None,
             y_val: np.ndarray | None = None, *, rounds: int | None = None, patience: int = 0) -> None:
@@ -85,6 +96,13 @@ class LightGBMLearner(Learner):
         total = rounds or self.params.get("n_estimators") or (self.max_rounds if valid_sets else ROUNDS_WITHOUT_VALIDATION)
         if self.on_round:
             callbacks.append(lambda env: self.on_round(env.iteration + 1, env.end_iteration))
+        if self.on_validation and valid_sets:
+            def report(env):
+                done = env.iteration + 1
+                if done % REPORT_EVERY == 0:
+                    raw = env.model.predict(X_val, num_iteration=done)
+                    self.on_validation(done, predictions=self._as_matrix(raw))
+            callbacks.append(report)
         self.booster = lgb.train(self._params(), train, num_boost_round=total, valid_sets=valid_sets, callbacks=callbacks)
         self.best_rounds = self.booster.best_iteration or self.booster.current_iteration()
 
@@ -131,8 +149,14 @@ class XGBoostLearner(Learner):
             kwargs = {"evals": [(xgb.DMatrix(X_val, y_val, enable_categorical=True), "validation")],
                       "early_stopping_rounds": patience, "verbose_eval": False}
         total = rounds or self.params.get("n_estimators") or (self.max_rounds if early else ROUNDS_WITHOUT_VALIDATION)
-        if self.on_round:
-            kwargs["callbacks"] = [_XGBoostProgress(self.on_round, total)]
+        callbacks = [_XGBoostProgress(self.on_round, total)] if self.on_round else []
+        if self.on_validation and early:
+            matrix = kwargs["evals"][0][0]
+            callbacks.append(_XGBoostValidation(
+                lambda model, done: self.on_validation(done, predictions=self._as_matrix(
+                    model.predict(matrix, iteration_range=(0, done))))))
+        if callbacks:
+            kwargs["callbacks"] = callbacks
         booster = xgb.train(self._params(), train, num_boost_round=total, **kwargs)
         if early:
             self.best_rounds = booster.best_iteration + 1
@@ -167,13 +191,15 @@ class CatBoostLearner(Learner):
     supports_early_stopping = True
     DEFAULTS = dict(learning_rate=0.05, depth=6)
 
-    def _model(self, rounds):
+    def _model(self, rounds, metrics: list[str] | None = None):
         import catboost
 
         threads = {"thread_count": self.threads} if self.threads else {}
         params = {**self.DEFAULTS, "iterations": rounds, "random_seed": self.seed, "verbose": False,
                   "allow_writing_files": False, **threads, **self.params}
         params.pop("n_estimators", None)
+        if metrics:  # computed on the eval set for on_validation; early stopping still follows the loss
+            params["custom_metric"] = metrics
         if self.kind == "regression":
             return catboost.CatBoostRegressor(**params)
         loss = "Logloss" if self.kind == "binary" else "MultiClass"
@@ -189,10 +215,13 @@ class CatBoostLearner(Learner):
     def fit(self, X, y, weights, X_val=None, y_val=None, *, rounds=None, patience=0):
         early = X_val is not None and rounds is None and patience
         total = rounds or self.params.get("n_estimators") or (self.max_rounds if early else ROUNDS_WITHOUT_VALIDATION)
-        self.model = self._model(total)
+        names = CATBOOST_METRICS[self.kind] if self.on_validation and early else {}
+        self.model = self._model(total, [name for name in names.values() if name not in ("Logloss", "MultiClass")])
         kwargs: dict[str, Any] = {"cat_features": self.categorical, "sample_weight": weights}
         if early:
             kwargs.update(eval_set=(self._frame(X_val), y_val), early_stopping_rounds=patience, use_best_model=True)
+        if names:
+            kwargs["callbacks"] = [_CatBoostValidation(self.on_validation, names)]
         self.model.fit(self._frame(X), y, **kwargs)
         self.best_rounds = self.model.tree_count_
 
@@ -212,6 +241,36 @@ class CatBoostLearner(Learner):
 
     def feature_importance(self, columns):
         return dict(zip(columns, self.model.get_feature_importance().astype(float)))
+
+
+class _XGBoostValidation:
+    """Calls report(model, rounds_done) every REPORT_EVERY rounds (an xgboost TrainingCallback)."""
+
+    def __new__(cls, report):
+        import xgboost as xgb
+
+        class Callback(xgb.callback.TrainingCallback):
+            def after_iteration(self, model, epoch, evals_log):
+                if (epoch + 1) % REPORT_EVERY == 0:
+                    report(model, epoch + 1)
+                return False
+
+        return Callback()
+
+
+class _CatBoostValidation:
+    """CatBoost's after_iteration hook: passes its eval-set metrics on under modeldojo's names."""
+
+    def __init__(self, report, names: dict[str, str]) -> None:
+        self.report, self.names = report, names
+
+    def after_iteration(self, info) -> bool:
+        done = info.iteration + 1
+        if done % REPORT_EVERY == 0:
+            values = info.metrics.get("validation", {})
+            self.report(done, metrics={ours: values[theirs][-1] for ours, theirs in self.names.items()
+                                       if values.get(theirs)})
+        return True  # go on training
 
 
 class _XGBoostProgress:

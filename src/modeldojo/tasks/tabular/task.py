@@ -10,7 +10,8 @@ import pandas as pd
 
 from ...data.balance import sample_weights
 from ...errors import ConfigError
-from ...events import PROGRESS, STAGE, EventBus
+from ...evaluation import metrics as metrics_module
+from ...events import INTERMEDIATE, PROGRESS, STAGE, EventBus
 from ..base import TASKS, Prediction, Task
 from .learners import LEARNERS, scaled_rounds
 from .preprocess import Preprocessor
@@ -103,6 +104,10 @@ class TabularTask(Task):
         early = learner_class.supports_early_stopping and has_validation and settings.early_stopping_rounds > 0
         info: dict[str, Any] = {"learner": self.learner_name, "target_transform": self.target_transform,
                                 "features": len(self.preprocessor.output_columns)}
+        if early and events.has_subscribers(INTERMEDIATE):  # tuning prunes on these
+            self.learner.on_validation = lambda done, predictions=None, metrics=None: events.emit(
+                INTERMEDIATE, step=done, metrics=metrics if predictions is None
+                else self._validation_scores(predictions, y_validation))
         if early:
             self.learner.fit(X_train, target_train, weights_train, X_val, target_val,
                              patience=settings.early_stopping_rounds)
@@ -122,6 +127,14 @@ class TabularTask(Task):
             self.learner.fit(X_train, target_train, weights_train)
         info["rounds"] = self.learner.best_rounds
         return info
+
+    def _validation_scores(self, raw: np.ndarray, y_validation: pd.Series) -> dict[str, float]:
+        if self.kind == "regression":
+            return metrics_module.scalar(metrics_module.compute("regression", y_validation.to_numpy(float),
+                                                                self._inverse(raw)))
+        labels = np.asarray(self.classes, dtype=object)[np.argmax(raw, axis=1)]
+        return metrics_module.scalar(metrics_module.compute(self.kind, y_validation.to_numpy(), labels, raw,
+                                                            list(self.classes)))
 
     def _choose_transform(self, y: pd.Series) -> str:
         requested = self.config.model.target_transform

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Make sure a PostgreSQL server (Debian package `postgresql`) is available for the tests that
+# run Optuna's RDBStorage against a real throw-away server (tests/postgres_server.py).
+# Idempotent and never fails the build: it always exits 0. Without a server those tests skip.
+# A system cluster that Debian's package may start on port 5432 is harmless; the tests start
+# their own cluster on a free port and do not use it.
+
+say() { echo "install_postgres: $*"; }
+
+found_server() {
+    local dir
+    # Debian layout: /usr/lib/postgresql/<major>/bin; take the highest major version.
+    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -V -r); do
+        if [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ]; then
+            echo "$dir"
+            return 0
+        fi
+    done
+    if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+        dirname "$(command -v initdb)"
+        return 0
+    fi
+    return 1
+}
+
+report_found() {
+    local bindir="$1"
+    say "PostgreSQL server found in $bindir: $("$bindir/initdb" --version 2>/dev/null || echo 'version unknown')"
+}
+
+main() {
+    local bindir
+    if bindir="$(found_server)"; then
+        report_found "$bindir"
+        return 0
+    fi
+
+    if [ "${EUID:-$(id -u)}" != "0" ]; then
+        say "PostgreSQL server not installed and not running as root; cannot install it."
+        say "The PostgreSQL tests will be skipped (install with: sudo apt-get install postgresql)."
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        say "PostgreSQL server not installed and apt-get is not available; cannot install it."
+        say "The PostgreSQL tests will be skipped."
+        return 0
+    fi
+
+    export DEBIAN_FRONTEND=noninteractive
+    local install=(apt-get install -y --no-install-recommends postgresql)
+    say "installing the Debian package postgresql: ${install[*]}"
+    if ! "${install[@]}"; then
+        say "install failed; running apt-get update and trying again"
+        apt-get update || say "apt-get update failed"
+        if ! "${install[@]}"; then
+            say "could not install postgresql; the PostgreSQL tests will be skipped."
+            return 0
+        fi
+    fi
+
+    if bindir="$(found_server)"; then
+        report_found "$bindir"
+    else
+        say "postgresql was installed but initdb/pg_ctl were not found; the PostgreSQL tests will be skipped."
+    fi
+    return 0
+}
+
+main "$@"
+exit 0
