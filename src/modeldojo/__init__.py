@@ -5,13 +5,13 @@
     run.metrics["r2"]; run.model.predict(new_rows)
     model = dojo.load(run.path)          # or dojo.load("runs/<name>")
 """
-from .api import check, load, train
+from .api import check, evaluate, load, train
 from .config import Config
 from .errors import ConfigError, DataError, DojoError
 from .model import Model
 
 __version__ = "0.1.0"
-__all__ = ["Config", "ConfigError", "DataError", "DojoError", "Model", "check", "load", "train", "tune", "__version__"]
+__all__ = ["Config", "ConfigError", "DataError", "DojoError", "Model", "check", "evaluate", "load", "train", "tune", "__version__"]
 
 
 def tune(*args, **kwargs):

@@ -1,0 +1,170 @@
+"""Tuning at scale: booster pruning, parallel workers on SQLite and PostgreSQL, a killed worker's trial
+retried, MLflow child runs, and the best configuration reproducing the best trial's score."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+import modeldojo as dojo
+from modeldojo import events as ev, tasks
+from modeldojo.config import Config
+
+optuna = pytest.importorskip("optuna")
+tasks.load_all()
+QUIET = {"data.label_error_check": False}
+
+
+def _table(rows=400, seed=0):
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(rows, 6, n_informative=4, random_state=seed)
+    return pd.DataFrame(X, columns=[f"x{i}" for i in range(6)]).assign(label=y)
+
+
+@pytest.mark.parametrize("learner", ["lightgbm", "xgboost", "catboost"])
+def test_boosters_report_validation_scores_every_ten_rounds_when_asked(learner):
+    pytest.importorskip(learner)
+    reported = []
+    bus = ev.EventBus()
+    bus.subscribe(ev.INTERMEDIATE, lambda metrics, step: reported.append((step, metrics)))
+    from modeldojo import api
+
+    prepared = api.prepare(_table(), Config().with_overrides({"data.target": "label", "model.name": learner,
+                                                              "train.max_rounds": 60, **QUIET}))
+    train_rows, validation_rows, _ = api._split(prepared)
+    api._fit(prepared, train_rows, (prepared.frame.iloc[validation_rows], prepared.y.iloc[validation_rows]), bus)
+    assert reported and all(step % 10 == 0 for step, _ in reported)
+    assert {"roc_auc", "accuracy"} <= set(reported[-1][1])
+    assert 0.5 < reported[-1][1]["roc_auc"] <= 1
+
+
+def test_booster_trials_that_fall_behind_are_pruned(tmp_path):
+    result = dojo.tune(_table(), target="label", runs_dir=str(tmp_path), tracking=False, name="p", overrides={
+        **QUIET, "tune.trials": 8, "tune.search": "random", "tune.pruning": "median",
+        "tune.space": {"model.params.learning_rate": {"choice": [0.1, 1e-4]}}})
+    pruned = result.trials[result.trials["state"] == "pruned"]
+    assert len(pruned) and (pruned["model.params.learning_rate"] == 1e-4).all()
+    assert result.best_params["model.params.learning_rate"] == 0.1
+
+
+def _parallel_study(tmp_path, storage=None, trials=12):
+    overrides = {**QUIET, "tune.trials": trials, "tune.search": "random", "tune.workers": 4,
+                 "tune.space": {"model.params.num_leaves": {"int": [4, 64]},
+                                "model.params.learning_rate": {"loguniform": [0.01, 0.3]}}}
+    if storage:
+        overrides["tune.storage"] = storage
+    return dojo.tune(_table(), target="label", runs_dir=str(tmp_path), tracking=False, name="parallel",
+                     overrides=overrides)
+
+
+def _assert_nothing_lost(result, trials):
+    states = result.trials["state"]
+    assert (states == "fail").sum() == 0, result.trials  # no trial lost to the storage ("database is locked")
+    finished = states.isin(["complete", "pruned"]).sum()
+    assert trials <= finished <= trials + 3  # workers already in a trial finish it after the target is met
+    assert result.trials["trial"].is_unique
+    # Four samplers with four seeds: the workers explored different points, not one point four times.
+    points = set(zip(result.trials["model.params.num_leaves"], result.trials["model.params.learning_rate"]))
+    assert len(points) == len(result.trials)
+    assert result.run.read_json("study.json")["workers_ended"] == [{"worker": w, "exit_code": 0} for w in (1, 2, 3)]
+
+
+def test_four_workers_share_a_sqlite_study_without_losing_trials(tmp_path):
+    result = _parallel_study(tmp_path)
+    _assert_nothing_lost(result, 12)
+
+
+def test_four_workers_share_a_postgresql_study_without_losing_trials(tmp_path, postgres_url):
+    result = _parallel_study(tmp_path, storage=postgres_url)
+    _assert_nothing_lost(result, 12)
+    # A second machine joining the same study by name sees every trial.
+    assert len(optuna.load_study(study_name="parallel", storage=postgres_url).trials) == len(result.trials)
+
+
+def test_a_killed_workers_trial_is_marked_failed_and_retried(tmp_path):
+    data = tmp_path / "table.csv"
+    _table().to_csv(data, index=False)
+    command = [sys.executable, "-c", "import sys; from modeldojo.cli import main; sys.exit(main(sys.argv[1:]))",
+               "tune", str(data), "--target", "label", "--name", "k", "--runs-dir", str(tmp_path), "--trials", "3",
+               "--search", "random", "tracking.enabled=false", "data.label_error_check=false", "tune.heartbeat=1",
+               # No early stopping and a huge round count: the first trial runs until it is killed.
+               "train.early_stopping_rounds=0", "model.params={n_estimators: 10000000}"]
+    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    storage = f"sqlite:///{tmp_path / 'k' / 'study.db'}"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            try:
+                study = optuna.load_study(study_name="k", storage=storage)
+                if any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials):
+                    break
+            except Exception:  # noqa: BLE001 — the study does not exist yet
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail("the worker never started a trial")
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+    time.sleep(2.5)  # past the 2-heartbeat grace period
+    result = dojo.tune(str(data), target="label", runs_dir=str(tmp_path), tracking=False, name="k", overrides={
+        **QUIET, "tune.trials": 3, "tune.search": "random", "tune.heartbeat": 1, "model.params": {"n_estimators": 20},
+        "train.early_stopping_rounds": 0})
+    trials = result.trials.set_index("trial")
+    assert trials.loc[0, "state"] == "fail"
+    retried = trials[trials["retry_of"] == 0]
+    assert len(retried) == 1 and retried["state"].iloc[0] == "complete"
+    assert retried["model.params.num_leaves"].iloc[0] == trials.loc[0, "model.params.num_leaves"]  # same point
+    assert (trials["state"] == "complete").sum() == 3
+
+
+def test_every_trial_is_an_mlflow_child_run_of_the_study(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from modeldojo.tracking.mlflow_tracker import default_uri
+
+    result = dojo.tune(_table(), target="label", runs_dir=str(tmp_path), name="tracked",
+                       overrides={**QUIET, "tune.trials": 3, "tune.search": "random", "tune.workers": 2})
+    client = MlflowClient(default_uri(tmp_path))
+    experiment = client.get_experiment_by_name("modeldojo")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.info.run_name == "tracked"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == len(result.trials)  # the spawned worker logged its trials too
+    best = [c for c in children if c.data.tags["modeldojo.trial"] == str(result.run.read_json("study.json")
+                                                                           ["best_trial"])][0]
+    assert best.data.metrics["objective"] == pytest.approx(result.best_value)
+    assert "model.params.num_leaves" in best.data.params
+
+
+def test_the_best_config_reproduces_the_best_trials_score(tmp_path):
+    """A cross-validated study: training best.yaml and cross-validating it gives the best trial's score."""
+    data = tmp_path / "table.csv"
+    _table().to_csv(data, index=False)
+    result = dojo.tune(str(data), target="label", runs_dir=str(tmp_path / "runs"), tracking=False, name="cv",
+                       overrides={**QUIET, "tune.trials": 4, "tune.cv": 3, "tune.search": "random"})
+    trained = dojo.train(config=result.best_config, overrides={"run.runs_dir": str(tmp_path / "runs"),
+                                                               "tracking.enabled": False, "run.name": "best"})
+    evaluated = dojo.evaluate("best", cv=3, runs_dir=str(tmp_path / "runs"))
+    assert evaluated["cv"]["mean"][result.metric] == pytest.approx(result.best_value, abs=1e-9)
+    assert trained.run.status()["status"] == "completed"
+
+
+def test_the_study_report_is_written(tmp_path):
+    result = dojo.tune(_table(), target="label", runs_dir=str(tmp_path), tracking=False, name="r",
+                       overrides={**QUIET, "tune.trials": 4, "tune.search": "random"})
+    page = (result.run.directory / "report.html").read_text()
+    assert "data:image/png;base64," in page and "Optimisation history" in page.replace("Optimization", "Optimisation")
+
+
+def test_a_shared_storage_needs_a_study_name(tmp_path):
+    from modeldojo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--name"):
+        dojo.tune(_table(), target="label", runs_dir=str(tmp_path), tracking=False,
+                  overrides={"tune.storage": f"sqlite:///{tmp_path / 'x.db'}"})
