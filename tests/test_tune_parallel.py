@@ -34,17 +34,17 @@ def test_boosters_report_validation_scores_every_ten_rounds_when_asked(learner):
     from modeldojo import api
 
     prepared = api.prepare(_table(), Config().with_overrides({"data.target": "label", "model.name": learner,
-                                                              "train.max_rounds": 60, **QUIET}))
+                                                              "train.max_rounds": 80, **QUIET}))
     train_rows, validation_rows, _ = api._split(prepared)
     api._fit(prepared, train_rows, (prepared.frame.iloc[validation_rows], prepared.y.iloc[validation_rows]), bus)
-    assert reported and all(step % 10 == 0 for step, _ in reported)
+    assert reported and all(step % 25 == 0 for step, _ in reported)
     assert {"roc_auc", "accuracy"} <= set(reported[-1][1])
     assert 0.5 < reported[-1][1]["roc_auc"] <= 1
 
 
 def test_booster_trials_that_fall_behind_are_pruned(tmp_path):
     result = dojo.tune(_table(), target="label", runs_dir=str(tmp_path), tracking=False, name="p", overrides={
-        **QUIET, "tune.trials": 8, "tune.search": "random", "tune.pruning": "median",
+        **QUIET, "tune.trials": 8, "tune.search": "random", "tune.pruning": "median", "train.max_rounds": 300,
         "tune.space": {"model.params.learning_rate": {"choice": [0.1, 1e-4]}}})
     pruned = result.trials[result.trials["state"] == "pruned"]
     assert len(pruned) and (pruned["model.params.learning_rate"] == 1e-4).all()
@@ -168,3 +168,15 @@ def test_a_shared_storage_needs_a_study_name(tmp_path):
     with pytest.raises(ConfigError, match="--name"):
         dojo.tune(_table(), target="label", runs_dir=str(tmp_path), tracking=False,
                   overrides={"tune.storage": f"sqlite:///{tmp_path / 'x.db'}"})
+
+
+def test_trial_zero_is_the_current_configuration(tmp_path):
+    from modeldojo.tasks.tabular.learners import LightGBMLearner
+
+    result = dojo.tune(_table(), target="label", runs_dir=str(tmp_path), tracking=False, name="b",
+                       overrides={**QUIET, "tune.trials": 2, "tune.search": "random",
+                                  "model.params": {"num_leaves": 20}})
+    first = result.trials.set_index("trial").loc[0]
+    assert first["model.params.num_leaves"] == 20  # the config's own value …
+    assert first["model.params.learning_rate"] == LightGBMLearner.DEFAULTS["learning_rate"]  # … or the learner's
+    assert first["model.params.colsample_bytree"] == LightGBMLearner.DEFAULTS["colsample_bytree"]

@@ -74,6 +74,11 @@ class Task(ABC):
         """The default hyperparameter space for `dojo tune` (tuning/space.py format); {} = none."""
         return {}
 
+    @classmethod
+    def default_params(cls, config: Config) -> dict[str, Any]:
+        """Values `model.params.<name>` takes when the config leaves it out (tuning's baseline trial)."""
+        return {}
+
     # -- the model ---------------------------------------------------------------------
     @abstractmethod
     def fit(self, train: pd.DataFrame, y_train: pd.Series, validation: pd.DataFrame | None,

@@ -35,6 +35,17 @@ class Dimension:
         return trial.suggest_float(self.key, float(self.values[0]), float(self.values[1]),
                                    log=self.kind == "loguniform")
 
+    def contains(self, value: Any) -> bool:
+        if self.kind == "choice":
+            return value in self.values
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        low, high = self.values[0], self.values[1]
+        if self.kind == "int":
+            step = int(self.values[2]) if len(self.values) > 2 else 1
+            return float(value).is_integer() and low <= value <= high and (int(value) - low) % step == 0
+        return low <= value <= high
+
     def grid(self) -> list:
         if self.kind == "choice":
             return list(self.values)

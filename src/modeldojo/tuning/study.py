@@ -82,7 +82,29 @@ def load(prepared, storage_url: str, study_name: str, worker: int = 0):
     study = optuna.create_study(storage=storage, study_name=study_name, direction=direction,
                                 sampler=sampler_for(config, dimensions, worker), pruner=pruner_for(config),
                                 load_if_exists=True)
+    if worker == 0 and not study.get_trials(deepcopy=False) and config.tune.search != "grid":
+        start = baseline(prepared, dimensions)
+        if start:  # trial 0 = the settings as they are: tuning cannot end below not tuning (on validation)
+            study.enqueue_trial(start, user_attrs={"baseline": True})
     return study, dimensions
+
+
+def baseline(prepared, dimensions) -> dict[str, Any]:
+    """The config's current value of every dimension that the space contains."""
+    from .. import tasks
+
+    config = prepared.config
+    defaults = tasks.get(prepared.task_name).default_params(config)
+    values: dict[str, Any] = {}
+    for dimension in dimensions:
+        group, key, *entry = dimension.key.split(".")
+        current = getattr(getattr(config, group), key, None)
+        if entry:
+            current = (current or {}).get(entry[0], defaults.get(entry[0]) if (group, key) == ("model", "params")
+                                          else None)
+        if current is not None and dimension.contains(current):
+            values[dimension.key] = current
+    return values
 
 
 def counts(study) -> dict[str, int]:

@@ -17,8 +17,9 @@ from ...registry import Registry
 LEARNERS: Registry[type["Learner"]] = Registry("tabular learner (model.name)")
 # Rounds used when there is no validation split to early-stop on.
 ROUNDS_WITHOUT_VALIDATION = 1000
-# How often (in boosting rounds) validation scores go to `on_validation` while tuning prunes.
-REPORT_EVERY = 10
+# How often (in boosting rounds) validation scores go to `on_validation` while tuning prunes: each report
+# computes the metrics (~3 ms), every 10 rounds added ~50 % to a LightGBM trial on Ames, every 25 ~15 %.
+REPORT_EVERY = 25
 # CatBoost cannot predict mid-fit, but computes these metrics on the eval set itself (our name → its name).
 CATBOOST_METRICS = {"regression": {"rmse": "RMSE", "mae": "MAE", "r2": "R2"},
                     "binary": {"roc_auc": "AUC", "accuracy": "Accuracy", "f1_macro": "TotalF1:average=Macro",
@@ -89,21 +90,25 @@ class LightGBMLearner(Learner):
         import lightgbm as lgb
 
         train = lgb.Dataset(X, y, weight=weights, free_raw_data=False)
-        callbacks, valid_sets = [], []
+        callbacks, valid_sets, extra = [], [], {}
         if X_val is not None and rounds is None and patience:
             valid_sets = [lgb.Dataset(X_val, y_val, reference=train)]
-            callbacks.append(lgb.early_stopping(patience, verbose=False))
+            # first_metric_only: early stopping follows the objective's own metric, not the reporter below.
+            callbacks.append(lgb.early_stopping(patience, first_metric_only=True, verbose=False))
         total = rounds or self.params.get("n_estimators") or (self.max_rounds if valid_sets else ROUNDS_WITHOUT_VALIDATION)
+        if self.on_validation and valid_sets:
+            # LightGBM keeps the validation predictions up to date as it boosts and hands them to a custom
+            # metric: reading them there is free, where predicting again every 10 rounds doubled a trial's time.
+            def report(predictions, _data):
+                rounds_done = report.calls = getattr(report, "calls", 0) + 1
+                if rounds_done % REPORT_EVERY == 0:
+                    self.on_validation(rounds_done, predictions=self._as_matrix(predictions))
+                return "dojo_report", 0.0, True
+            extra["feval"] = report
         if self.on_round:
             callbacks.append(lambda env: self.on_round(env.iteration + 1, env.end_iteration))
-        if self.on_validation and valid_sets:
-            def report(env):
-                done = env.iteration + 1
-                if done % REPORT_EVERY == 0:
-                    raw = env.model.predict(X_val, num_iteration=done)
-                    self.on_validation(done, predictions=self._as_matrix(raw))
-            callbacks.append(report)
-        self.booster = lgb.train(self._params(), train, num_boost_round=total, valid_sets=valid_sets, callbacks=callbacks)
+        self.booster = lgb.train(self._params(), train, num_boost_round=total, valid_sets=valid_sets,
+                                 callbacks=callbacks, **extra)
         self.best_rounds = self.booster.best_iteration or self.booster.current_iteration()
 
     def predict_raw(self, X):

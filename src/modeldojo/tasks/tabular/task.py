@@ -50,10 +50,11 @@ class TabularTask(Task):
 
     # Native argument names of each booster (model.params.<name>), the usual ranges.
     SPACES: ClassVar[dict[str, dict[str, Any]]] = {
+        # LightGBM's scikit-learn names, as in its DEFAULTS, so the baseline trial can start from them.
         "lightgbm": {"model.params.num_leaves": {"int": [8, 128]},
                      "model.params.learning_rate": {"loguniform": [0.01, 0.2]},
-                     "model.params.min_data_in_leaf": {"int": [5, 100]},
-                     "model.params.feature_fraction": {"uniform": [0.5, 1.0]}},
+                     "model.params.min_child_samples": {"int": [5, 100]},
+                     "model.params.colsample_bytree": {"uniform": [0.3, 1.0]}},
         "xgboost": {"model.params.max_depth": {"int": [3, 10]}, "model.params.eta": {"loguniform": [0.01, 0.3]},
                     "model.params.subsample": {"uniform": [0.5, 1.0]},
                     "model.params.colsample_bytree": {"uniform": [0.5, 1.0]}},
@@ -65,6 +66,11 @@ class TabularTask(Task):
     @classmethod
     def search_space(cls, config, kind):
         return dict(cls.SPACES.get("lightgbm" if config.model.name == "auto" else config.model.name, {}))
+
+    @classmethod
+    def default_params(cls, config):
+        learner = LEARNERS.get(DEFAULT_LEARNER if config.model.name == "auto" else config.model.name)
+        return dict(getattr(learner, "DEFAULTS", {}))
 
     # -- fitting -------------------------------------------------------------------------
     def fit(self, train, y_train, validation, y_validation, events: EventBus) -> dict[str, Any]:
