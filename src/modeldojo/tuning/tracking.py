@@ -1,7 +1,8 @@
 """MLflow for a study: one parent run, and every trial a child run under it (params, score, metrics, state).
 
-Workers log their own trials as they finish. The parent run's id lives in the study's user attributes,
-keyed by tracking URI, so every worker on a machine (and machines sharing a tracking server) finds it.
+Workers log their own trials as they finish, under the parent run their coordinator passes them. The
+parent's id is also kept in the study's user attributes (keyed by tracking URI), so a resumed study goes on
+logging under the same parent run.
 Tracking must never cost a trial: a failure to log is a warning, not an error.
 """
 from __future__ import annotations
@@ -21,28 +22,28 @@ def _parent_key(uri: str) -> str:
 
 
 class StudyTracker:
-    def __init__(self, config) -> None:
+    def __init__(self, config, parent_id: str | None = None) -> None:
         self.uri = config.tracking.uri or default_uri(config.run.runs_dir)
         self.tracker = MlflowTracker(self.uri, config.tracking.experiment, config.run.runs_dir)
         self.client = self.tracker.client
-        self.parent_id: str | None = None
+        self.parent_id = parent_id
 
     def start(self, study, run, config) -> None:
-        """Create the study's parent run, or reuse the one a resumed study already has."""
+        """Create the study's parent run, or reuse the one a resumed study already has in this store."""
         key = _parent_key(self.uri)
         existing = study.user_attrs.get(key)
         if existing:
-            self.parent_id = existing
-            self.client.update_run(existing, status="RUNNING")
-            return
+            try:
+                self.client.update_run(existing, status="RUNNING")
+                self.parent_id = existing
+                return
+            except Exception:  # noqa: BLE001 — another machine's local store (same path, other disk)
+                pass
         self.tracker.on_run_started(run=run, config=config)
         self.parent_id = self.tracker.mlflow_run_id
         self.client.set_tag(self.parent_id, "modeldojo.kind", "tune")
-        study.set_user_attr(key, self.parent_id)
-
-    def join(self, study) -> None:
-        """A worker process: log under the parent run the coordinator created."""
-        self.parent_id = study.user_attrs.get(_parent_key(self.uri))
+        if not existing:
+            study.set_user_attr(key, self.parent_id)
 
     def log_trial(self, study, trial) -> None:
         if not self.parent_id:

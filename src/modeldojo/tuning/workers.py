@@ -70,19 +70,14 @@ def work(prepared, storage_url: str, study_name: str, worker: int, workers: int,
 
 
 def _worker_process(prepared, storage_url: str, study_name: str, worker: int, workers: int,
-                    tracking: bool) -> None:
+                    parent_run: str | None) -> None:
     warnings.filterwarnings("ignore")  # the coordinator reports; W copies of every warning help no one
     tracker = None
-    if tracking:
+    if parent_run:
         from .tracking import StudyTracker
 
-        study, dimensions = study_module.load(prepared, storage_url, study_name, worker)
-        tracker = StudyTracker(prepared.config)
-        tracker.join(study)
-        work(prepared, storage_url, study_name, worker, workers, tracker=tracker, study=study,
-             dimensions=dimensions)
-    else:
-        work(prepared, storage_url, study_name, worker, workers)
+        tracker = StudyTracker(prepared.config, parent_run)
+    work(prepared, storage_url, study_name, worker, workers, tracker=tracker)
 
 
 def run_all(prepared, storage_url: str, study_name: str, study, dimensions, *, bus: ev.EventBus,
@@ -93,7 +88,7 @@ def run_all(prepared, storage_url: str, study_name: str, study, dimensions, *, b
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_worker_process, name=f"dojo-tune-worker-{index}",
                                  args=(prepared, storage_url, study_name, index, workers,
-                                       tracker is not None))
+                                       tracker.parent_id if tracker else None))
                  for index in range(1, workers)]
     for process in processes:
         process.start()
