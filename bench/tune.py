@@ -4,7 +4,8 @@ prints the ratio.
 
     .venv/bin/python bench/tune.py samplers --trials 20 --seeds 3   # Ames (LightGBM) TPE vs random
     .venv/bin/python bench/tune.py samplers --text --trials 6 --seeds 2   # reviews (MiniLM), slow
-    .venv/bin/python bench/tune.py pruning --trials 30              # Ames: median pruning vs none
+    .venv/bin/python bench/tune.py pruning --trials 30              # Ames: quartile / median pruning vs none
+    .venv/bin/python bench/tune.py pruning --trials 30 --pruned-trials 60   # pruning spends the saved time
     .venv/bin/python bench/tune.py workers --trials 24              # Ames: --workers 4 vs 1 on this machine
     .venv/bin/python bench/tune.py storage --workers 8 --seconds 20 # no-op trials: "database is locked"?
 
@@ -73,20 +74,24 @@ def samplers(args) -> None:
 def pruning(args) -> None:
     frame, target = ames()
     rows = []
+    modes = [*args.pruners, "none"]
     with tempfile.TemporaryDirectory() as runs:
         for seed in range(args.seeds):
-            for mode in ("median", "none"):
+            for mode in modes:
+                trials = args.pruned_trials or args.trials if mode != "none" else args.trials
                 result, seconds = study(frame, target, runs, f"{mode}-{seed}", **{
-                    "tune.trials": args.trials, "tune.search": "bayes", "tune.pruning": mode, "train.seed": seed})
-                rows.append({"seed": seed, "pruning": mode, "best": result.best_value, "seconds": round(seconds, 1),
-                             "pruned": int((result.trials["state"] == "pruned").sum())})
+                    "tune.trials": trials, "tune.search": "bayes", "tune.pruning": mode, "train.seed": seed})
+                rows.append({"seed": seed, "pruning": mode, "trials": trials, "best": result.best_value,
+                             "seconds": round(seconds, 1), "pruned": int((result.trials["state"] == "pruned").sum())})
                 print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
-    on, off = table[table.pruning == "median"], table[table.pruning == "none"]
-    print(f"\nAmes, {args.trials} TPE trials × {args.seeds} seeds: time with pruning / without = "
-          f"{on.seconds.sum() / off.seconds.sum():.2f}x; mean best {result.metric} {on.best.mean():.4f} vs "
-          f"{off.best.mean():.4f} ({on.best.mean() - off.best.mean():+.4f})")
+    off = table[table.pruning == "none"]
+    for mode in args.pruners:
+        on = table[table.pruning == mode]
+        print(f"\nAmes, {on.trials.iloc[0]} TPE trials with {mode} pruning vs {off.trials.iloc[0]} without, "
+              f"{args.seeds} seeds: time {on.seconds.sum() / off.seconds.sum():.2f}x; mean best {result.metric} "
+              f"{on.best.mean():.4f} vs {off.best.mean():.4f} ({on.best.mean() - off.best.mean():+.4f})")
 
 
 def workers(args) -> None:
@@ -171,6 +176,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--pruners", nargs="*", default=["quartile", "median"], help="pruning: modes to compare")
+    parser.add_argument("--pruned-trials", type=int, help="pruning: trials of the pruned study (default --trials)")
     parser.add_argument("--text", action="store_true", help="samplers on the reviews text task instead of Ames")
     args = parser.parse_args()
     {"samplers": samplers, "pruning": pruning, "workers": workers, "storage": storage}[args.part](args)

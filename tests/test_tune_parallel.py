@@ -180,3 +180,12 @@ def test_trial_zero_is_the_current_configuration(tmp_path):
     assert first["model.params.num_leaves"] == 20  # the config's own value …
     assert first["model.params.learning_rate"] == LightGBMLearner.DEFAULTS["learning_rate"]  # … or the learner's
     assert first["model.params.colsample_bytree"] == LightGBMLearner.DEFAULTS["colsample_bytree"]
+
+
+@pytest.mark.parametrize("task_name", [name for name in tasks.TASKS.names() if name != "tabular"])
+def test_neural_tasks_tune_with_two_workers(task_name, tmp_path):
+    frame, target, settings = tasks.get(task_name).example("binary")
+    result = dojo.tune(frame, target=target, task=task_name, runs_dir=str(tmp_path), tracking=False, name="n2",
+                       overrides={**settings, **QUIET, "tune.trials": 2, "tune.workers": 2, "train.epochs": 1})
+    assert (result.trials["state"] == "complete").sum() >= 2
+    assert result.run.read_json("study.json")["workers_ended"] == [{"worker": 1, "exit_code": 0}]

@@ -267,9 +267,10 @@ class TuneConfig(Group):
     direction: Literal["auto", "maximize", "minimize"] = setting("auto", "auto = from the metric.")
     storage: str | None = setting(None, "Optuna storage URL; null = sqlite in the study's run folder (resumable). "
                                         "postgresql://user@host/db lets several machines share one study.")
-    pruning: Literal["none", "median", "halving"] = setting(
-        "median", "Stop unpromising trials early from the validation metric reported while they train (neural "
-                  "evaluations, booster rounds): median of earlier trials at the same step, or successive halving.")
+    pruning: Literal["none", "quartile", "median", "halving"] = setting(
+        "quartile", "Stop unpromising trials early from the validation metric reported while they train (neural "
+                    "evaluations, booster rounds): below the bottom quarter / the median of earlier trials at the "
+                    "same step, or successive halving.")
     workers: int = setting(1, "Processes running trials at once against the study's storage (this machine).",
                            minimum=1)
     heartbeat: int = setting(30, "Seconds between a running trial's heartbeats; a trial silent for 2x this is "

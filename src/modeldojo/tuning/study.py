@@ -48,7 +48,13 @@ def sampler_for(config, dimensions, worker: int = 0):
 def pruner_for(config):
     import optuna
 
-    if config.tune.pruning == "median":  # compare from the 3rd trial on, after each trial's first evaluation
+    # From the 4th trial on, after each report. "quartile" stops only trials in the bottom quarter of the
+    # earlier trials at the same step: on Ames (bench/tune.py pruning) it saved as much time as "median"
+    # (0.48x vs 0.41x) and lost less of the best score (-0.0013 vs -0.0022 R²), because boosting curves
+    # cross: a slow-starting low learning rate often ends best, and "median" stops more of those.
+    if config.tune.pruning == "quartile":
+        return optuna.pruners.PercentilePruner(75.0, n_startup_trials=3, n_warmup_steps=0)
+    if config.tune.pruning == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
     if config.tune.pruning == "halving":
         return optuna.pruners.SuccessiveHalvingPruner()

@@ -48,25 +48,34 @@ def cores() -> int:
 
 
 def share_threads(prepared, workers: int):
-    """The prepared data with train.threads set to this worker's share of the cores (when left automatic)."""
+    """The prepared data with train.threads set to this worker's share of the cores (when left automatic),
+    and the torch thread count to restore afterwards (neural tasks), or None."""
     if workers <= 1 or prepared.config.train.threads:
-        return prepared, 0
+        return prepared, None
     threads = max(1, cores() // workers)
+    previous = None
     if prepared.task_name in NEURAL_TASKS:
         import torch
 
+        previous = torch.get_num_threads()
         torch.set_num_threads(threads)
-    return replace(prepared, config=prepared.config.with_overrides({"train.threads": threads})), threads
+    return replace(prepared, config=prepared.config.with_overrides({"train.threads": threads})), previous
 
 
 def work(prepared, storage_url: str, study_name: str, worker: int, workers: int, *,
          bus: ev.EventBus | None = None, tracker=None, study=None, dimensions=None) -> None:
     """Run trials in this process until the study is done."""
-    prepared, _ = share_threads(prepared, workers)
-    if study is None:
-        study, dimensions = study_module.load(prepared, storage_url, study_name, worker)
-    study_module.optimize(prepared, score_trial, study, dimensions, bus=bus or ev.EventBus(),
-                          on_trial=tracker.log_trial if tracker else None)
+    prepared, torch_threads = share_threads(prepared, workers)
+    try:
+        if study is None:
+            study, dimensions = study_module.load(prepared, storage_url, study_name, worker)
+        study_module.optimize(prepared, score_trial, study, dimensions, bus=bus or ev.EventBus(),
+                              on_trial=tracker.log_trial if tracker else None)
+    finally:
+        if torch_threads:  # the calling process goes on after the study (Python API): give its threads back
+            import torch
+
+            torch.set_num_threads(torch_threads)
 
 
 def _worker_process(prepared, storage_url: str, study_name: str, worker: int, workers: int,
