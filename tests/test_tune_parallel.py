@@ -42,13 +42,17 @@ def test_boosters_report_validation_scores_every_ten_rounds_when_asked(learner):
     assert 0.5 < reported[-1][1]["roc_auc"] <= 1
 
 
-def test_booster_trials_that_fall_behind_are_pruned(tmp_path):
+@pytest.mark.parametrize("pruning, choices", [("median", [0.1, 1e-4]), ("quartile", [0.1, 0.05, 0.08, 1e-4])])
+def test_booster_trials_that_fall_behind_are_pruned(pruning, choices, tmp_path):
     result = dojo.tune(_table(), target="label", runs_dir=str(tmp_path), tracking=False, name="p", overrides={
-        **QUIET, "tune.trials": 8, "tune.search": "random", "tune.pruning": "median", "train.max_rounds": 300,
-        "tune.space": {"model.params.learning_rate": {"choice": [0.1, 1e-4]}}})
-    pruned = result.trials[result.trials["state"] == "pruned"]
-    assert len(pruned) and (pruned["model.params.learning_rate"] == 1e-4).all()
-    assert result.best_params["model.params.learning_rate"] == 0.1
+        **QUIET, "tune.trials": 10, "tune.search": "random", "tune.pruning": pruning, "train.max_rounds": 300,
+        "tune.space": {"model.params.learning_rate": {"choice": choices}}})
+    trials = result.trials
+    hopeless = trials[(trials["model.params.learning_rate"] == 1e-4) & (trials["trial"] >= 3)]  # after start-up
+    assert len(hopeless) >= 2 and (hopeless["state"] == "pruned").mean() >= 0.5
+    assert result.best_params["model.params.learning_rate"] != 1e-4
+    if pruning == "median":  # two clearly separated groups: only the hopeless one is stopped
+        assert (trials[trials["state"] == "pruned"]["model.params.learning_rate"] == 1e-4).all()
 
 
 def _parallel_study(tmp_path, storage=None, trials=12):
