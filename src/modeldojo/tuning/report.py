@@ -34,7 +34,8 @@ def _state_name(trial) -> str:
 
 def _trial_value(trial) -> Any:
     # `trial.value` raises on multi-objective trials; `values` works for both and is None for failed/pruned ones.
-    if trial.values is None:
+    # A pruned trial carries its last intermediate (early-step) score: not comparable with finished ones.
+    if trial.values is None or trial.state.name == "PRUNED":
         return None
     return trial.values[0] if len(trial.values) == 1 else ", ".join(f"{value:.4g}" for value in trial.values)
 

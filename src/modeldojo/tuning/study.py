@@ -197,8 +197,12 @@ def summary(study, config, kind: str, started: float) -> dict[str, Any]:
 def trials_table(study, dimensions) -> list[dict[str, Any]]:
     rows = []
     for trial in study.get_trials(deepcopy=False):
+        pruned = trial.state.name == "PRUNED"
+        # Optuna gives a pruned trial its last intermediate value (an early-step score): shown as the step
+        # it was stopped at instead, so the value column compares finished trials only.
         rows.append({"trial": trial.number, "state": trial.state.name.lower(),
-                     "value": trial.value, **{d.key: trial.params.get(d.key) for d in dimensions},
+                     "value": None if pruned else trial.value, **{d.key: trial.params.get(d.key) for d in dimensions},
+                     "pruned_at": trial.last_step if pruned else None,
                      "seconds": round(trial.duration.total_seconds(), 1) if trial.duration else None,
                      "retry_of": trial.system_attrs.get("failed_trial")})
     return rows
