@@ -18,7 +18,8 @@ LEARNERS: Registry[type["Learner"]] = Registry("tabular learner (model.name)")
 # Rounds used when there is no validation split to early-stop on.
 ROUNDS_WITHOUT_VALIDATION = 1000
 # How often (in boosting rounds) validation scores go to `on_validation` while tuning prunes: each report
-# computes the metrics (~3 ms), every 10 rounds added ~50 % to a LightGBM trial on Ames, every 25 ~15 %.
+# computes the metrics (~3 ms): every 10 rounds added up to 50 % to a LightGBM fit on Ames, every 25 is within
+# noise (scripts/booster_report_cost.py).
 REPORT_EVERY = 25
 # CatBoost cannot predict mid-fit, but computes these metrics on the eval set itself (our name → its name).
 CATBOOST_METRICS = {"regression": {"rmse": "RMSE", "mae": "MAE", "r2": "R2"},
