@@ -193,3 +193,31 @@ def test_neural_tasks_tune_with_two_workers(task_name, tmp_path):
                        overrides={**settings, **QUIET, "tune.trials": 2, "tune.workers": 2, "train.epochs": 1})
     assert (result.trials["state"] == "complete").sum() >= 2
     assert result.run.read_json("study.json")["workers_ended"] == [{"worker": 1, "exit_code": 0}]
+
+
+def test_two_machines_join_one_postgresql_study(tmp_path, postgres_url):
+    """Each 'machine' (its own runs folder) runs the same `dojo tune --storage URL --name STUDY` line."""
+    data = tmp_path / "table.csv"
+    _table().to_csv(data, index=False)
+
+    def machine(number):
+        return subprocess.Popen(
+            [sys.executable, "-c", "import sys; from modeldojo.cli import main; sys.exit(main(sys.argv[1:]))",
+             "tune", str(data), "--target", "label", "--name", "shared", "--runs-dir", str(tmp_path / f"m{number}"),
+             "--trials", "10", "--search", "random", "--storage", postgres_url, "--json", "tracking.enabled=false",
+             "data.label_error_check=false", "tune.space={model.params.num_leaves: {int: [4, 64]}, "
+             "model.params.learning_rate: {loguniform: [0.01, 0.3]}}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    machines = [machine(1), machine(2)]
+    outputs = [m.communicate(timeout=300) for m in machines]
+    assert [m.returncode for m in machines] == [0, 0], outputs
+    trials = optuna.load_study(study_name="shared", storage=postgres_url).get_trials(deepcopy=False)
+    assert not [t for t in trials if t.state.name == "FAIL"]
+    assert 10 <= sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) <= 11
+    # The two machines did not draw the same points (both may have queued the baseline trial 0: a race of
+    # milliseconds when they start together, one trial's cost).
+    points = [tuple(sorted(t.params.items())) for t in trials if not t.user_attrs.get("baseline")]
+    assert len(set(points)) == len(points)
+    for number in (1, 2):  # each machine wrote the outputs from the shared trials
+        assert (tmp_path / f"m{number}" / "shared" / "best.yaml").is_file()

@@ -7,8 +7,11 @@ The data is read and checked once per worker; every trial reuses it with its own
 """
 from __future__ import annotations
 
+import os
+import socket
 import time
 import warnings
+import zlib
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -35,6 +38,10 @@ def sampler_for(config, dimensions, worker: int = 0):
 
     # Each worker its own seed: parallel random/TPE workers with one seed would propose the same points.
     seed = config.train.seed + worker
+    if config.tune.storage:
+        # A shared storage may have workers on other machines, all numbered from 0: this machine and
+        # process get their own offset (such a study is not reproducible from its seed anyway).
+        seed += 1000 * (zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 100_000)
     if config.tune.search == "grid":
         return optuna.samplers.GridSampler({d.key: d.grid() for d in dimensions}, seed=seed)
     if config.tune.search == "random":
@@ -94,7 +101,7 @@ def load(prepared, storage_url: str, study_name: str, worker: int = 0):
     if worker == 0 and not study.get_trials(deepcopy=False) and config.tune.search != "grid":
         start = baseline(prepared, dimensions)
         if start:  # trial 0 = the settings as they are: tuning cannot end below not tuning (on validation)
-            study.enqueue_trial(start, user_attrs={"baseline": True})
+            study.enqueue_trial(start, user_attrs={"baseline": True}, skip_if_exists=True)
     return study, dimensions
 
 
