@@ -108,6 +108,22 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--data", required=True, help="CSV/TSV/JSONL/Parquet rows to predict")
     predict.add_argument("--out", help="output file (.csv, .jsonl or .parquet); default: CSV on stdout")
 
+    export = command("export", "Export a run as a self-contained folder (ONNX model, preprocessing, manifest.json), "
+                     "refused unless it matches the original on the run's validation rows (parity check).",
+                     "dojo export reviews --format onnx\n  dojo export reviews --quantize int8 --out deploy/reviews-int8",
+                     [reading])
+    export.add_argument("run", help="run name or folder")
+    export.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default onnx)")
+    export.add_argument("--quantize", choices=["int8"], help="int8 weights (default: fp32)")
+    export.add_argument("--out", help="export folder (default: <run>/export/<format>[-int8])")
+    export.add_argument("--data", help="labelled rows for the parity check (default: the run's validation rows)")
+    export.add_argument("--max-abs-diff", type=float, help="largest probability difference allowed "
+                                                           "(default 1e-4 fp32, 0.15 int8)")
+    export.add_argument("--max-metric-drop", type=float, help="largest main-metric drop allowed "
+                                                              "(default 0.001 fp32, 0.005 int8)")
+    export.add_argument("--force", action="store_true", help="export even when parity fails (recorded in the "
+                                                             "manifest)")
+
     tune = command("tune", "Hyperparameter search (Optuna): trials scored on the validation split or by k-fold CV; "
                    "writes trials.csv and best.yaml (train it with `dojo train <study>/best.yaml`).",
                    "dojo tune houses.csv --target Sale_Price --trials 30\n"

@@ -182,6 +182,25 @@ def predict(args, out) -> int:
     return 0
 
 
+def export(args, out) -> int:
+    from .export.exporter import export as run_export
+
+    data = args.data
+    if data and (args.delimiter or args.encoding):
+        from .data.readers import read
+        data = read(data, delimiter=args.delimiter, encoding=args.encoding or "utf-8")
+    result = run_export(args.run, format=args.format, quantize=args.quantize, out=args.out, runs_dir=_runs_dir(args),
+                        data=data, max_abs_diff=args.max_abs_diff, max_metric_drop=args.max_metric_drop,
+                        force=args.force)
+    parity = result["parity"]
+    mark = "[yellow]![/] parity FAILED, exported anyway (--force)" if result["forced"] else "[green]✓[/] parity"
+    out.say(f"{mark}: {parity['rows']} rows, max |Δp| {parity['max_abs_diff']:.2e}, agreement "
+            f"{parity['agreement']:.4f}, {parity['metric']} {parity['original']:.4f} → {parity['exported']:.4f}")
+    out.say(f"  export {escape(result['folder'])}")
+    out.result(result)
+    return 0
+
+
 def _write_table(table: pd.DataFrame, path: Path) -> None:
     suffix = path.suffix.lower()
     temp = path.with_name(f".{path.name}.tmp")

@@ -2,7 +2,8 @@
 
 Exit codes (documented in docs/cli.md):
   0 success · 1 unexpected internal error · 2 bad command line or config ·
-  3 bad input data (blocking data-quality problem) · 4 training failed · 5 run or model not found
+  3 bad input data (blocking data-quality problem) · 4 training failed · 5 run or model not found ·
+  6 export refused (parity check failed)
 """
 from __future__ import annotations
 
@@ -33,3 +34,9 @@ class NotFoundError(DojoError):
     """A run, model folder or file that was asked for does not exist."""
 
     exit_code = 5
+
+
+class ParityError(DojoError):
+    """An export whose outputs differ from the original model's beyond the tolerance."""
+
+    exit_code = 6

@@ -74,6 +74,17 @@ class Task(ABC):
         """The default hyperparameter space for `dojo tune` (tuning/space.py format); {} = none."""
         return {}
 
+    def export_onnx(self, folder: Path) -> dict[str, Any]:
+        """Write model.onnx and the preprocessing files into `folder`; return the manifest's preprocessing."""
+        from ..errors import ConfigError
+
+        raise ConfigError(f"ONNX export of the {self.name} task is not built yet (text is; issue 6)")
+
+    @classmethod
+    def onnx_feeds(cls, folder: Path, preprocessing: dict[str, Any], frame: pd.DataFrame):
+        """Yield (row positions, ONNX Runtime input dict) batches for `frame` from the exported files."""
+        raise NotImplementedError
+
     @classmethod
     def default_params(cls, config: Config) -> dict[str, Any]:
         """Values `model.params.<name>` takes when the config leaves it out (tuning's baseline trial)."""

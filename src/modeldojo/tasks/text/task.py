@@ -273,6 +273,38 @@ class TextTask(Task):
         return {**super().describe(), "learner": self.model_name, "strategy": self.config.finetune.strategy,
                 "features": self.text_columns, "classes": self.classes, "max_length": self.max_length}
 
+    # -- export ----------------------------------------------------------------------------
+    def export_onnx(self, folder: Path) -> dict[str, Any]:
+        """model.onnx: (input_ids, attention_mask) → logits, batch and length dynamic; the tokenizer beside it."""
+        from ...export import onnx_format
+
+        example = text_data.pad(self._encode(["an example text to trace the graph", "short"]),
+                                self.tokenizer.pad_token_id)
+        model = self.model.float().eval().cpu()
+        onnx_format.from_torch(model, example, folder / onnx_format.FILE, ["input_ids", "attention_mask"],
+                               "logits", {name: {0: "batch", 1: "tokens"} for name in ("input_ids", "attention_mask")})
+        self.tokenizer.save_pretrained(folder / "tokenizer")
+        return {"tokenizer": "tokenizer", "text_columns": self.text_columns, "max_length": self.max_length,
+                "separator": self.separator, "batch_size": PREDICT_BATCH}
+
+    @classmethod
+    def onnx_feeds(cls, folder: Path, preprocessing: dict[str, Any], frame: pd.DataFrame):
+        from transformers import AutoTokenizer
+
+        _quiet_transformers()
+        tokenizer = AutoTokenizer.from_pretrained(Path(folder) / preprocessing["tokenizer"])
+        missing = [c for c in preprocessing["text_columns"] if c not in frame.columns]
+        if missing:
+            raise DataError(f"missing text column(s) {', '.join(map(repr, missing))}")
+        texts = text_data.join_texts(frame, preprocessing["text_columns"], tokenizer.sep_token or " ")
+        ids = tokenizer(texts, truncation=True, max_length=preprocessing["max_length"])["input_ids"]
+        order = np.argsort([-len(s) for s in ids], kind="stable")  # as in predict: similar lengths together
+        batch = preprocessing.get("batch_size", PREDICT_BATCH)
+        for start in range(0, len(order), batch):
+            chosen = order[start:start + batch]
+            input_ids, mask = text_data.pad([ids[i] for i in chosen], tokenizer.pad_token_id)
+            yield chosen, {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()}
+
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         _quiet_transformers()

@@ -1,0 +1,56 @@
+"""Parity: the exported model against the original on the same rows — largest probability difference,
+label agreement, and the task metric on both. Beyond the tolerance the export is refused."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..evaluation import metrics as metrics_module
+
+# Defaults (docs/export.md): fp32 must match to float noise; int8 weights may move probabilities a little
+# but must not cost more than half a point of the metric.
+TOLERANCES = {None: {"max_abs_diff": 1e-4, "max_metric_drop": 0.001},
+              "int8": {"max_abs_diff": 0.15, "max_metric_drop": 0.005}}
+
+
+@dataclass
+class ParityReport:
+    rows: int
+    max_abs_diff: float
+    agreement: float
+    metric: str
+    original: float
+    exported: float
+    max_abs_diff_allowed: float
+    max_metric_drop_allowed: float
+    passed: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def explain(self) -> str:
+        return (f"on {self.rows} rows: largest probability difference {self.max_abs_diff:.2e} (allowed "
+                f"{self.max_abs_diff_allowed:.2e}), label agreement {self.agreement:.4f}, {self.metric} "
+                f"{self.original:.4f} → {self.exported:.4f} (allowed drop {self.max_metric_drop_allowed})")
+
+
+def check(original, exported, frame, y, kind: str, separator: str, tolerance: dict) -> ParityReport:
+    reference = original.predict(frame)
+    candidate = exported.predict(frame)
+    difference = float(np.abs(reference.probabilities - candidate.probabilities).max()) if len(frame) else 0.0
+    agreement = float(np.mean(np.asarray(reference.values) == np.asarray(candidate.values))) if len(frame) else 1.0
+    metric = metrics_module.PRIMARY[kind]
+    keep = y.notna().to_numpy()
+
+    def score(prediction) -> float:
+        values = metrics_module.compute(kind, y.to_numpy()[keep], np.asarray(prediction.values)[keep],
+                                        prediction.probabilities[keep], prediction.classes, separator)
+        return float(values.get(metric, float("nan")))
+
+    before, after = score(reference), score(candidate)
+    lower_is_better = metric in metrics_module.LOWER_IS_BETTER
+    drop = (after - before) if lower_is_better else (before - after)
+    passed = difference <= tolerance["max_abs_diff"] and not drop > tolerance["max_metric_drop"]
+    return ParityReport(len(frame), difference, agreement, metric, before, after, tolerance["max_abs_diff"],
+                        tolerance["max_metric_drop"], passed)

@@ -1,0 +1,119 @@
+"""ONNX export (first cut, text task): self-contained folder, parity check that refuses a broken export,
+int8, manifest round-trip, external-data paths refused, unsupported tasks say so."""
+import json
+
+import numpy as np
+import pytest
+
+import modeldojo as dojo
+from modeldojo import tasks
+from modeldojo.errors import ConfigError
+
+pytest.importorskip("onnxruntime")
+tasks.load_all()
+from modeldojo.export import onnx_format  # noqa: E402
+from modeldojo.export.exporter import ParityError, export  # noqa: E402
+from modeldojo.export.runtime import ExportedModel, read_manifest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    frame, target, settings = tasks.get("text").example("multiclass")
+    data = runs / "reviews.csv"
+    frame.to_csv(data, index=False)
+    dojo.train(str(data), target=target, task="text", runs_dir=str(runs), tracking=False, name="t",
+               overrides={**settings, "train.epochs": 2, "data.label_error_check": False})
+    return runs, frame, target
+
+
+def test_text_export_is_self_contained_and_matches_the_model(text_run):
+    runs, frame, target = text_run
+    result = export("t", runs_dir=runs)
+    folder = runs / "t" / "export" / "onnx"
+    assert result["folder"] == str(folder) and result["parity"]["passed"] and not result["forced"]
+    assert result["parity"]["max_abs_diff"] < 1e-4 and result["parity"]["agreement"] == 1.0
+    names = {p.name for p in folder.rglob("*")}
+    assert {"model.onnx", "manifest.json", "tokenizer"} <= names
+    assert not [n for n in names if n.endswith((".pkl", ".pickle", ".pt", ".bin"))]  # nothing to unpickle
+    manifest = read_manifest(folder)
+    assert manifest["task"] == "text" and manifest["classes"] and manifest["parity"]["rows"] > 0
+    assert json.loads((folder / "manifest.json").read_text()) == manifest
+    exported = ExportedModel(folder)
+    original = dojo.load(runs / "t")
+    rows = frame.drop(columns=[target]).head(7)
+    np.testing.assert_allclose(exported.predict_proba(rows), original.predict_proba(rows), atol=1e-5)
+    assert list(exported.predict(rows).values) == list(original.predict(rows))
+
+
+def test_int8_export_passes_its_own_tolerance(text_run):
+    runs, _, _ = text_run
+    result = export("t", runs_dir=runs, quantize="int8")
+    assert result["parity"]["passed"] and result["folder"].endswith("onnx-int8")
+    assert result["parity"]["max_abs_diff_allowed"] == 0.15
+
+
+def test_a_broken_export_is_refused_and_leaves_nothing(text_run, monkeypatch):
+    import onnx
+    from onnx import numpy_helper
+
+    runs, _, _ = text_run
+    from modeldojo.tasks.text.task import TextTask
+
+    original = TextTask.export_onnx
+
+    def sabotaged(self, folder):  # the head's weights negated: a silently wrong model
+        preprocessing = original(self, folder)
+        model = onnx.load(str(folder / "model.onnx"))
+        for tensor in model.graph.initializer:
+            if tensor.name.startswith("head."):
+                tensor.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(tensor), tensor.name))
+        onnx.save(model, str(folder / "model.onnx"))
+        return preprocessing
+
+    monkeypatch.setattr(TextTask, "export_onnx", sabotaged)
+    with pytest.raises(ParityError, match="parity failed") as caught:
+        export("t", runs_dir=runs, out=runs / "broken")
+    assert caught.value.exit_code == 6
+    assert not (runs / "broken").exists() and not (runs / "broken.partial").exists()
+    assert json.loads((runs / "t" / "export_parity_failed.json").read_text())["passed"] is False
+    forced = export("t", runs_dir=runs, out=runs / "forced", force=True)
+    assert forced["forced"] and read_manifest(runs / "forced")["parity"]["passed"] is False
+
+
+def test_external_data_outside_the_folder_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    tensor = helper.make_tensor("w", TensorProto.FLOAT, [1], [1.0])
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    tensor.external_data.add(key="location", value="../../etc/passwd")
+    graph = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], [tensor])
+    (tmp_path / "export").mkdir()
+    onnx.save(helper.make_model(graph), str(tmp_path / "export" / "model.onnx"))
+    with pytest.raises(ConfigError, match="outside the export folder"):
+        onnx_format.session(tmp_path / "export" / "model.onnx")
+
+
+def test_tasks_without_an_exporter_say_so(tmp_path):
+    frame, target, _ = tasks.get("tabular").example("binary")
+    data = tmp_path / "table.csv"
+    frame.to_csv(data, index=False)
+    dojo.train(str(data), target=target, runs_dir=str(tmp_path), tracking=False, name="tab",
+               overrides={"data.label_error_check": False})
+    with pytest.raises(ConfigError, match="not built yet"):
+        export("tab", runs_dir=tmp_path)
+    assert not list((tmp_path / "tab").glob("export/*.partial"))
+
+
+def test_dojo_export_command(text_run, capsys):
+    from modeldojo.cli import main
+
+    runs, _, _ = text_run
+    assert main(["export", "t", "--runs-dir", str(runs), "--out", str(runs / "cli"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["parity"]["passed"] and (runs / "cli" / "model.onnx").is_file()
+    assert main(["export", "t", "--runs-dir", str(runs), "--out", str(runs / "cli2"),
+                 "--max-abs-diff", "-1"]) == 6
