@@ -1,4 +1,4 @@
-"""ONNX export (first cut, text task): self-contained folder, parity check that refuses a broken export,
+"""ONNX export (first cut: text and image tasks): self-contained folder, parity check that refuses a broken export,
 int8, manifest round-trip, external-data paths refused, unsupported tasks say so."""
 import json
 
@@ -95,6 +95,21 @@ def test_external_data_outside_the_folder_is_refused(tmp_path):
     onnx.save(helper.make_model(graph), str(tmp_path / "export" / "model.onnx"))
     with pytest.raises(ConfigError, match="outside the export folder"):
         onnx_format.session(tmp_path / "export" / "model.onnx")
+
+
+def test_image_export_matches_the_model(tmp_path):
+    frame, target, settings = tasks.get("image").example("multiclass")
+    dojo.train(frame, target=target, task="image", runs_dir=str(tmp_path), tracking=False, name="img",
+               overrides={**settings, "train.epochs": 2, "data.label_error_check": False})
+    with pytest.raises(ConfigError, match="--data"):  # trained from memory: no file to rebuild its split from
+        export("img", runs_dir=tmp_path)
+    result = export("img", runs_dir=tmp_path, data=frame)
+    assert result["parity"]["passed"] and result["parity"]["max_abs_diff"] < 1e-4
+    exported = ExportedModel(result["folder"])
+    rows = frame.drop(columns=[target]).head(5)
+    np.testing.assert_allclose(exported.predict_proba(rows), dojo.load(tmp_path / "img").predict_proba(rows),
+                               atol=1e-5)
+    assert read_manifest(result["folder"])["preprocessing"]["image_size"] > 0
 
 
 def test_tasks_without_an_exporter_say_so(tmp_path):

@@ -134,3 +134,15 @@ def shorter_side(cell, base: Path | None) -> int:
 
 def describe_cell(cell, base: Path | None) -> str:
     return str(resolve(cell, base)) if isinstance(cell, str) else f"<{type(cell).__name__}>"
+
+
+def to_square(image, side: int) -> np.ndarray:
+    """Shorter side → `side` (bicubic), centre crop to side × side, as a 3×side×side uint8 array (the image
+    task's decoding, here without torch so an exported model's runtime can share it)."""
+    from PIL import Image
+
+    width, height = image.size
+    scale = side / min(width, height)
+    resized = image.resize((max(side, round(width * scale)), max(side, round(height * scale))), Image.BICUBIC)
+    left, top = (resized.size[0] - side) // 2, (resized.size[1] - side) // 2
+    return np.asarray(resized.crop((left, top, left + side, top + side)), dtype=np.uint8).transpose(2, 0, 1)

@@ -78,7 +78,7 @@ class Task(ABC):
         """Write model.onnx and the preprocessing files into `folder`; return the manifest's preprocessing."""
         from ..errors import ConfigError
 
-        raise ConfigError(f"ONNX export of the {self.name} task is not built yet (text is; issue 6)")
+        raise ConfigError(f"ONNX export of the {self.name} task is not built yet (text and image are; issue 6)")
 
     @classmethod
     def onnx_feeds(cls, folder: Path, preprocessing: dict[str, Any], frame: pd.DataFrame):

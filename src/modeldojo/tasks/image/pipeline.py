@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...data.images import describe_cell, open_image
+from ...data.images import describe_cell, open_image, to_square  # noqa: F401 — to_square used here and by importers
 
 CROP_HEADROOM = 1.15  # stored side / input side when augmenting: room for random crops
 
@@ -28,17 +28,6 @@ def choose_size(native: int, sides: list[int]) -> int:
         return native
     wanted = max(96, int(math.ceil(3 * float(np.median(sides)) / 32) * 32))
     return min(native, wanted)
-
-
-def to_square(image, side: int) -> np.ndarray:
-    """Shorter side → `side` (bicubic), centre crop to side × side, as a 3×side×side uint8 array."""
-    from PIL import Image
-
-    width, height = image.size
-    scale = side / min(width, height)
-    resized = image.resize((max(side, round(width * scale)), max(side, round(height * scale))), Image.BICUBIC)
-    left, top = (resized.size[0] - side) // 2, (resized.size[1] - side) // 2
-    return np.asarray(resized.crop((left, top, left + side, top + side)), dtype=np.uint8).transpose(2, 0, 1)
 
 
 class ImageStore:

@@ -220,6 +220,38 @@ class ImageTask(Task):
         return {**super().describe(), "learner": self.model_name, "strategy": self.config.finetune.strategy,
                 "features": [self.image_column], "classes": self.classes, "image_size": self.image_size}
 
+    # -- export ----------------------------------------------------------------------------
+    def export_onnx(self, folder: Path) -> dict[str, Any]:
+        """model.onnx: normalised pixels (batch × 3 × size × size) → logits; decoding and normalisation are
+        in the manifest and run with PIL + numpy (data/images.py), as in predict."""
+        import torch
+
+        from ...export import onnx_format
+
+        model = self.model.float().eval().cpu()
+        example = torch.zeros((2, 3, self.image_size, self.image_size))
+        onnx_format.from_torch(model, (example,), folder / onnx_format.FILE, ["pixels"], "logits",
+                               {"pixels": {0: "batch"}})
+        spec = model.spec
+        return {"image_column": self.image_column, "image_size": self.image_size, "mean": list(spec.mean),
+                "std": list(spec.std), "resize": "shorter side bicubic, centre crop", "batch_size": PREDICT_BATCH}
+
+    @classmethod
+    def onnx_feeds(cls, folder: Path, preprocessing: dict[str, Any], frame: pd.DataFrame):
+        from ...data.images import open_image, to_square
+
+        column, size = preprocessing["image_column"], preprocessing["image_size"]
+        if column not in frame.columns:
+            raise DataError(f"missing image column {column!r}")
+        mean = np.asarray(preprocessing["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(preprocessing["std"], dtype=np.float32).reshape(1, 3, 1, 1)
+        cells, base = frame[column].tolist(), base_folder(frame)
+        batch = preprocessing.get("batch_size", PREDICT_BATCH)
+        for start in range(0, len(cells), batch):
+            rows = np.arange(start, min(len(cells), start + batch))
+            pixels = np.stack([to_square(open_image(cells[i], base), size) for i in rows]).astype(np.float32) / 255
+            yield rows, {"pixels": (pixels - mean) / std}
+
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         from . import backbones
