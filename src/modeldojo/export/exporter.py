@@ -32,6 +32,7 @@ def export(reference: str | Path, *, format: str = "onnx", quantize: str | None 
         raise ConfigError(f"--quantize {quantize!r}: int8 (or leave it out for fp32)")
     run = Run.open(reference, runs_dir)
     model = Model.load(run.model_dir)
+    config = Config.from_dict(model.meta.get("config", {}))
     task = model._task
     target = Path(out) if out else run.directory / "export" / (format + (f"-{quantize}" if quantize else ""))
     partial = target.with_name(target.name + ".partial")
@@ -49,8 +50,7 @@ def export(reference: str | Path, *, format: str = "onnx", quantize: str | None 
         tolerance = dict(parity.TOLERANCES[quantize])
         tolerance.update({k: v for k, v in {"max_abs_diff": max_abs_diff, "max_metric_drop": max_metric_drop}.items()
                           if v is not None})
-        frame, y = _parity_rows(run, model, data)
-        config = Config.from_dict(model.meta.get("config", {}))
+        frame, y = _parity_rows(run, model, config, data)
         report = parity.check(model._task, ExportedModel(partial, manifest), frame, y, model.kind,
                               config.data.label_separator, tolerance)
         manifest["parity"] = report.to_dict()
@@ -67,8 +67,7 @@ def export(reference: str | Path, *, format: str = "onnx", quantize: str | None 
     return {"folder": str(target), "parity": manifest["parity"], "forced": not report.passed}
 
 
-def _parity_rows(run: Run, model: Model, data):
-    config = Config.from_dict(model.meta.get("config", {}))
+def _parity_rows(run: Run, model: Model, config: Config, data):
     source = data if data is not None else config.data.path
     if source is None:
         raise ConfigError(f"run {run.name} was trained from an in-memory DataFrame: pass --data FILE (labelled "

@@ -36,21 +36,17 @@ class ParityReport:
 
 
 def check(original, exported, frame, y, kind: str, separator: str, tolerance: dict) -> ParityReport:
-    reference = original.predict(frame)
-    candidate = exported.predict(frame)
-    difference = float(np.abs(reference.probabilities - candidate.probabilities).max()) if len(frame) else 0.0
-    agreement = float(np.mean(np.asarray(reference.values) == np.asarray(candidate.values))) if len(frame) else 1.0
+    """`original` and `exported` predict `frame` (→ Prediction); their metrics come from the rows with a label."""
+    from ..api import _score
+
     metric = metrics_module.PRIMARY[kind]
-    keep = y.notna().to_numpy()
-
-    def score(prediction) -> float:
-        values = metrics_module.compute(kind, y.to_numpy()[keep], np.asarray(prediction.values)[keep],
-                                        prediction.probabilities[keep], prediction.classes, separator)
-        return float(values.get(metric, float("nan")))
-
-    before, after = score(reference), score(candidate)
-    lower_is_better = metric in metrics_module.LOWER_IS_BETTER
-    drop = (after - before) if lower_is_better else (before - after)
+    before, reference, _, _ = _score(original.predict, frame, y, kind, separator)
+    after, candidate, _, _ = _score(exported.predict, frame, y, kind, separator)
+    rows = len(reference.values)
+    difference = float(np.abs(reference.probabilities - candidate.probabilities).max()) if rows else 0.0
+    agreement = float(np.mean(np.asarray(reference.values) == np.asarray(candidate.values))) if rows else 1.0
+    before_value, after_value = float(before.get(metric, float("nan"))), float(after.get(metric, float("nan")))
+    drop = (after_value - before_value) if metric in metrics_module.LOWER_IS_BETTER else (before_value - after_value)
     passed = difference <= tolerance["max_abs_diff"] and not drop > tolerance["max_metric_drop"]
-    return ParityReport(len(frame), difference, agreement, metric, before, after, tolerance["max_abs_diff"],
+    return ParityReport(rows, difference, agreement, metric, before_value, after_value, tolerance["max_abs_diff"],
                         tolerance["max_metric_drop"], passed)

@@ -43,8 +43,9 @@ class ExportedModel:
         probabilities = self.predict_proba(frame)
         names = np.asarray(self.classes, dtype=object)
         if self.manifest["kind"] == "multilabel":
-            separator = self.manifest["preprocessing"].get("separator", "|")
-            labels = np.array([separator.join(names[row >= 0.5]) for row in probabilities], dtype=object)
+            preprocessing = self.manifest["preprocessing"]
+            separator, threshold = preprocessing.get("separator", "|"), preprocessing.get("threshold", 0.5)
+            labels = np.array([separator.join(names[row >= threshold]) for row in probabilities], dtype=object)
         else:
             labels = names[probabilities.argmax(axis=1)]
         return Prediction(labels, probabilities, list(self.classes))

@@ -56,11 +56,11 @@ def open_storage(url: str, *, heartbeat: int, retries: int):
             raise ConfigError(f"tune.storage {url.split(':')[0]}: its database driver is missing ({error}); for "
                               "PostgreSQL: pip install 'modeldojo[tune]' (psycopg2-binary)") from None
         except Exception as error:  # sqlalchemy.exc.OperationalError etc.: say which storage
-            raise ConfigError(f"tune.storage: cannot open {_redact(url)}: {type(error).__name__}: "
+            raise ConfigError(f"tune.storage: cannot open {redact(url)}: {type(error).__name__}: "
                               f"{str(error).splitlines()[0]}") from None
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """A URL without its password, for messages."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)

@@ -25,6 +25,7 @@ from . import report as report_module
 from . import space as space_module
 from . import study as study_module
 from . import workers as workers_module
+from .storage import redact
 
 
 @dataclass
@@ -95,7 +96,7 @@ def _write_outputs(run: Run, study, dimensions, config: Config, summary: dict[st
                "best_params": study.best_params, "best_trial": study.best_trial.number,
                "trials": len(table), "counts": summary["counts"], "search": config.tune.search,
                "cv": config.tune.cv, "workers": config.tune.workers, "pruning": config.tune.pruning,
-               "storage": _storage_label(storage), "seconds": round(summary["seconds"], 2),
+               "storage": redact(storage), "seconds": round(summary["seconds"], 2),
                "workers_ended": ended}
     run.write_json("study.json", details)
     report_module.write(run.directory / "report.html", study, metric=summary["metric"],
@@ -104,12 +105,6 @@ def _write_outputs(run: Run, study, dimensions, config: Config, summary: dict[st
                                                          "seconds")})
     return TuneResult(run, study.best_value, study.best_params, summary["metric"], summary["direction"], table,
                       best_path, summary["counts"])
-
-
-def _storage_label(url: str) -> str:
-    from .storage import _redact
-
-    return _redact(url)
 
 
 def _study_run(config: Config, task_name: str) -> Run:

@@ -5,6 +5,7 @@ y arrives encoded: floats for regression, integer codes 0..k-1 for classificatio
 """
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any, ClassVar
@@ -100,8 +101,10 @@ class LightGBMLearner(Learner):
         if self.on_validation and valid_sets:
             # LightGBM keeps the validation predictions up to date as it boosts and hands them to a custom
             # metric: reading them there is free, where predicting again every 10 rounds doubled a trial's time.
+            rounds = itertools.count(1)  # the custom metric is called once per round
+
             def report(predictions, _data):
-                rounds_done = report.calls = getattr(report, "calls", 0) + 1
+                rounds_done = next(rounds)
                 if rounds_done % REPORT_EVERY == 0:
                     self.on_validation(rounds_done, predictions=self._as_matrix(predictions))
                 return "dojo_report", 0.0, True

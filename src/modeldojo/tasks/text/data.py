@@ -6,11 +6,16 @@ import math
 import numpy as np
 import pandas as pd
 
+from ...errors import DataError
+
 LENGTH_PERCENTILE = 95
 MEGA_BATCH = 50  # step batches sorted by length together (as in LengthGroupedSampler)
 
 
 def join_texts(frame: pd.DataFrame, columns: list[str], separator: str) -> list[str]:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"missing text column(s) {', '.join(map(repr, missing))}")
     parts = frame[columns].fillna("").astype(str)
     if len(columns) == 1:
         return parts[columns[0]].tolist()
@@ -51,3 +56,13 @@ def pad(sequences: list[list[int]], pad_id: int):
         ids[row, :len(sequence)] = torch.tensor(sequence, dtype=torch.long)
         mask[row, :len(sequence)] = 1
     return ids, mask
+
+
+def length_batches(sequences: list[list[int]], batch_size: int, pad_id: int):
+    """Yield (row positions, input_ids, attention_mask) with similar lengths together: less padding at
+    prediction time (predict and the exported model's runtime batch the same way)."""
+    order = np.argsort([-len(s) for s in sequences], kind="stable")
+    for start in range(0, len(order), batch_size):
+        chosen = order[start:start + batch_size]
+        input_ids, mask = pad([sequences[i] for i in chosen], pad_id)
+        yield chosen, input_ids, mask

@@ -227,9 +227,6 @@ class TextTask(Task):
         return class_weights(y, self._targets(y), len(self.classes), self.config.data.class_weights)
 
     def _texts(self, frame: pd.DataFrame, check_empty: bool = False) -> list[str]:
-        missing = [c for c in self.text_columns if c not in frame.columns]
-        if missing:
-            raise DataError(f"missing text column(s) {', '.join(map(repr, missing))}")
         texts = text_data.join_texts(frame, self.text_columns, self.tokenizer.sep_token or " ")
         if check_empty:
             empty = [i for i, text in enumerate(texts) if not text.strip()]
@@ -245,12 +242,9 @@ class TextTask(Task):
         import torch
 
         device = next(model.parameters()).device
-        order = np.argsort([-len(s) for s in ids], kind="stable")  # similar lengths together: less padding
         out = np.zeros((len(ids), len(self.classes)), dtype=np.float64)
         with torch.inference_mode():
-            for start in range(0, len(order), PREDICT_BATCH):
-                chosen = order[start:start + PREDICT_BATCH]
-                input_ids, mask = text_data.pad([ids[i] for i in chosen], self.tokenizer.pad_token_id)
+            for chosen, input_ids, mask in text_data.length_batches(ids, PREDICT_BATCH, self.tokenizer.pad_token_id):
                 logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
                 scores = torch.sigmoid(logits.float()) if self.kind == "multilabel" else torch.softmax(logits.float(), -1)
                 out[chosen] = scores.cpu().numpy()
@@ -285,7 +279,7 @@ class TextTask(Task):
                                "logits", {name: {0: "batch", 1: "tokens"} for name in ("input_ids", "attention_mask")})
         self.tokenizer.save_pretrained(folder / "tokenizer")
         return {"tokenizer": "tokenizer", "text_columns": self.text_columns, "max_length": self.max_length,
-                "separator": self.separator, "batch_size": PREDICT_BATCH}
+                "separator": self.separator, "threshold": THRESHOLD, "batch_size": PREDICT_BATCH}
 
     @classmethod
     def onnx_feeds(cls, folder: Path, preprocessing: dict[str, Any], frame: pd.DataFrame):
@@ -293,16 +287,10 @@ class TextTask(Task):
 
         _quiet_transformers()
         tokenizer = AutoTokenizer.from_pretrained(Path(folder) / preprocessing["tokenizer"])
-        missing = [c for c in preprocessing["text_columns"] if c not in frame.columns]
-        if missing:
-            raise DataError(f"missing text column(s) {', '.join(map(repr, missing))}")
         texts = text_data.join_texts(frame, preprocessing["text_columns"], tokenizer.sep_token or " ")
         ids = tokenizer(texts, truncation=True, max_length=preprocessing["max_length"])["input_ids"]
-        order = np.argsort([-len(s) for s in ids], kind="stable")  # as in predict: similar lengths together
-        batch = preprocessing.get("batch_size", PREDICT_BATCH)
-        for start in range(0, len(order), batch):
-            chosen = order[start:start + batch]
-            input_ids, mask = text_data.pad([ids[i] for i in chosen], tokenizer.pad_token_id)
+        batches = text_data.length_batches(ids, preprocessing.get("batch_size", PREDICT_BATCH), tokenizer.pad_token_id)
+        for chosen, input_ids, mask in batches:
             yield chosen, {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()}
 
     # -- persistence ---------------------------------------------------------------------
