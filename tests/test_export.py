@@ -1,5 +1,5 @@
-"""ONNX export (first cut: text and image tasks): self-contained folder, parity check that refuses a broken export,
-int8, manifest round-trip, external-data paths refused, unsupported tasks say so."""
+"""ONNX export: self-contained folder, parity check that refuses a broken export, int8 and fp16, manifest
+round-trip, external-data paths refused, tabular learners as ONNX or native."""
 import json
 
 import numpy as np
@@ -112,15 +112,57 @@ def test_image_export_matches_the_model(tmp_path):
     assert read_manifest(result["folder"])["preprocessing"]["image_size"] > 0
 
 
-def test_tasks_without_an_exporter_say_so(tmp_path):
-    frame, target, _ = tasks.get("tabular").example("binary")
+@pytest.mark.parametrize("learner, kind, backend", [("lightgbm", "multiclass", "onnx"),
+                                                     ("lightgbm", "regression", "onnx"),
+                                                     ("xgboost", "binary", "native"),
+                                                     ("catboost", "regression", "native"),
+                                                     ("random_forest", "binary", "native")])
+def test_tabular_export(tmp_path, learner, kind, backend):
+    frame, target, _ = tasks.get("tabular").example(kind)
+    frame.loc[::7, "city"] = None  # missing categoricals and numbers take the same branch as in the booster
+    frame.loc[::5, "size"] = np.nan
     data = tmp_path / "table.csv"
     frame.to_csv(data, index=False)
     dojo.train(str(data), target=target, runs_dir=str(tmp_path), tracking=False, name="tab",
-               overrides={"data.label_error_check": False})
-    with pytest.raises(ConfigError, match="not built yet"):
-        export("tab", runs_dir=tmp_path)
-    assert not list((tmp_path / "tab").glob("export/*.partial"))
+               overrides={"data.label_error_check": False, "model.name": learner})
+    result = export("tab", runs_dir=tmp_path)
+    manifest = read_manifest(result["folder"])
+    assert result["parity"]["passed"] and manifest["preprocessing"]["backend"] == backend
+    assert (tmp_path / "tab/export/onnx" / ("model.onnx" if backend == "onnx" else "native")).exists()
+    assert manifest["parity"]["compared"] == ("relative value" if kind == "regression" else "probability")
+    rows = frame.drop(columns=[target])
+    rows.loc[3, "city"] = "a city never seen"
+    original, exported = dojo.load(tmp_path / "tab").predict_frame(rows), ExportedModel(result["folder"]).predict(rows)
+    if kind == "regression":
+        np.testing.assert_allclose(exported.values, original.values, rtol=1e-5)
+    else:
+        np.testing.assert_allclose(exported.probabilities, original.probabilities, atol=1e-5)
+        assert list(exported.values) == list(original.values)
+    with pytest.raises(ConfigError, match="no weights to quantize"):
+        export("tab", runs_dir=tmp_path, quantize="int8")
+
+
+def test_xgboost_on_numbers_exports_to_onnx(tmp_path):
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.sample(300, random_state=0)
+    frame.to_csv(tmp_path / "cancer.csv", index=False)
+    dojo.train(str(tmp_path / "cancer.csv"), target="target", runs_dir=str(tmp_path), tracking=False, name="x",
+               overrides={"data.label_error_check": False, "model.name": "xgboost"})
+    result = export("x", runs_dir=tmp_path)
+    assert read_manifest(result["folder"])["preprocessing"]["backend"] == "onnx"
+    assert result["parity"]["passed"] and result["parity"]["max_abs_diff"] < 1e-5
+
+
+def test_fp16_export_passes_its_own_tolerance(text_run):
+    runs, frame, target = text_run
+    result = export("t", runs_dir=runs, quantize="fp16")
+    assert result["parity"]["passed"] and result["folder"].endswith("onnx-fp16")
+    assert result["parity"]["max_abs_diff_allowed"] == 0.01
+    import onnx
+
+    weights = onnx.load(str(runs / "t/export/onnx-fp16/model.onnx")).graph.initializer
+    assert any(tensor.data_type == onnx.TensorProto.FLOAT16 for tensor in weights)
 
 
 def test_dojo_export_command(text_run, capsys):

@@ -1,4 +1,5 @@
-"""Every registered task, every kind it supports: fit → predict → save → load → identical predictions.
+"""Every registered task, every kind it supports: fit → predict → save → load → identical predictions
+→ ONNX export with a passing parity check → the export predicts like the model.
 
 Tasks join automatically: a new task folder registers itself and provides `example()` data.
 """
@@ -28,3 +29,15 @@ def test_task_contract(task_name, kind, tmp_path):
         if before.probabilities is not None:
             assert np.array_equal(before.probabilities, after.probabilities)
     assert not list(tmp_path.glob("**/*.tmp*")), "temporary files left behind"
+
+    pytest.importorskip("onnxruntime")
+    from modeldojo.export.exporter import export
+    from modeldojo.export.runtime import ExportedModel
+
+    exported = export("contract", runs_dir=tmp_path, data=frame)
+    assert exported["parity"]["passed"], exported["parity"]
+    served = ExportedModel(exported["folder"]).predict(new_rows)
+    assert list(served.values) == list(before.values) if kind != "regression" else \
+        np.allclose(served.values, before.values, rtol=1e-4)
+    if before.probabilities is not None:
+        np.testing.assert_allclose(served.probabilities, before.probabilities, atol=1e-4)

@@ -20,6 +20,7 @@ from . import onnx_format, parity
 from .runtime import MANIFEST, ExportedModel
 
 FORMATS = ("onnx",)
+QUANTIZE = (None, "int8", "fp16")
 PARITY_ROWS = 512  # enough to see a systematic difference; keeps an export quick
 
 
@@ -28,12 +29,15 @@ def export(reference: str | Path, *, format: str = "onnx", quantize: str | None 
            max_metric_drop: float | None = None, force: bool = False) -> dict[str, Any]:
     if format not in FORMATS:
         raise ConfigError(f"--format {format!r}: one of {', '.join(FORMATS)}")
-    if quantize not in (None, "int8"):
-        raise ConfigError(f"--quantize {quantize!r}: int8 (or leave it out for fp32)")
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"--quantize {quantize!r}: int8 or fp16 (or leave it out for fp32)")
     run = Run.open(reference, runs_dir)
     model = Model.load(run.model_dir)
     config = Config.from_dict(model.meta.get("config", {}))
     task = model._task
+    if quantize and not task.quantizable:
+        raise ConfigError(f"--quantize {quantize}: the {model.meta['task']} task's model has no weights to "
+                          "quantize (trees compare thresholds); export it without --quantize")
     target = Path(out) if out else run.directory / "export" / (format + (f"-{quantize}" if quantize else ""))
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -42,6 +46,8 @@ def export(reference: str | Path, *, format: str = "onnx", quantize: str | None 
         preprocessing = task.export_onnx(partial)
         if quantize == "int8":
             onnx_format.quantize_int8(partial / onnx_format.FILE)
+        elif quantize == "fp16":
+            onnx_format.quantize_fp16(partial / onnx_format.FILE)
         manifest = {"format": format, "quantize": quantize, "task": model.meta["task"], "kind": model.kind,
                     "target": model.target, "classes": getattr(task, "classes", None), "inputs": task.input_columns,
                     "preprocessing": preprocessing, "source_run": str(run.directory.resolve()),

@@ -1,5 +1,6 @@
-"""An exported model, run with ONNX Runtime: no torch model, no pickle — the manifest, the preprocessing
-files the task wrote, and model.onnx."""
+"""An exported model: the manifest, the preprocessing files the task wrote, and model.onnx run with ONNX
+Runtime (or, where a tabular learner has no faithful ONNX converter, its native model file) — no torch model,
+no pickle. The server and `dojo predict` on an export folder both run this."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,6 @@ import pandas as pd
 from .. import tasks
 from ..errors import NotFoundError
 from ..tasks.base import Prediction
-from . import onnx_format
 
 MANIFEST = "manifest.json"
 
@@ -23,37 +23,38 @@ def read_manifest(folder: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def is_export(folder: str | Path) -> bool:
+    return (Path(folder) / MANIFEST).is_file()
+
+
 class ExportedModel:
-    def __init__(self, folder: str | Path, manifest: dict | None = None) -> None:
+    """Model-like (predict / predict_proba / features / kind / target / classes) over an export folder.
+    `threads`: ONNX Runtime intra-op threads (0 = its default, one per core)."""
+
+    def __init__(self, folder: str | Path, manifest: dict | None = None, threads: int = 0) -> None:
         self.folder = Path(folder)
         self.manifest = manifest or read_manifest(self.folder)
-        self.session = onnx_format.session(self.folder / onnx_format.FILE)
+        tasks.load_all()
         self.task_class = tasks.get(self.manifest["task"])
+        self.kind, self.target = self.manifest["kind"], self.manifest.get("target")
         self.classes = self.manifest.get("classes")
+        self.features = list(self.manifest.get("inputs") or [])
+        self._scores = self.task_class.exported_scorer(self.folder, self.manifest, threads)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        preprocessing = self.manifest["preprocessing"]
-        out = np.zeros((len(frame), len(self.classes)), dtype=np.float64)
-        for rows, feed in self.task_class.onnx_feeds(self.folder, preprocessing, frame):
-            logits = self.session.run(None, feed)[0].astype(np.float64)
-            out[rows] = _activate(logits, self.manifest["kind"])
-        return out
+        if self.kind == "regression":
+            raise TypeError("predict_proba: this is a regression model; use predict")
+        return self._scores(frame)
 
     def predict(self, frame: pd.DataFrame) -> Prediction:
-        probabilities = self.predict_proba(frame)
+        scores = self._scores(frame)
+        if self.kind == "regression":
+            return Prediction(np.asarray(scores, dtype=float))
         names = np.asarray(self.classes, dtype=object)
-        if self.manifest["kind"] == "multilabel":
+        if self.kind == "multilabel":
             preprocessing = self.manifest["preprocessing"]
             separator, threshold = preprocessing.get("separator", "|"), preprocessing.get("threshold", 0.5)
-            labels = np.array([separator.join(names[row >= threshold]) for row in probabilities], dtype=object)
+            labels = np.array([separator.join(names[row >= threshold]) for row in scores], dtype=object)
         else:
-            labels = names[probabilities.argmax(axis=1)]
-        return Prediction(labels, probabilities, list(self.classes))
-
-
-def _activate(logits: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "multilabel":
-        return 1.0 / (1.0 + np.exp(-logits))
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exponentials = np.exp(shifted)
-    return exponentials / exponentials.sum(axis=1, keepdims=True)
+            labels = names[scores.argmax(axis=1)]
+        return Prediction(labels, scores, list(self.classes))

@@ -74,16 +74,38 @@ class Task(ABC):
         """The default hyperparameter space for `dojo tune` (tuning/space.py format); {} = none."""
         return {}
 
+    # Neural tasks' weights can be quantized; a task whose exported model has none (trees) says False.
+    quantizable: ClassVar[bool] = True
+
     def export_onnx(self, folder: Path) -> dict[str, Any]:
         """Write model.onnx and the preprocessing files into `folder`; return the manifest's preprocessing."""
         from ..errors import ConfigError
 
-        raise ConfigError(f"ONNX export of the {self.name} task is not built yet (text and image are; issue 6)")
+        raise ConfigError(f"ONNX export of the {self.name} task is not built yet")
 
     @classmethod
-    def onnx_feeds(cls, folder: Path, preprocessing: dict[str, Any], frame: pd.DataFrame):
-        """Yield (row positions, ONNX Runtime input dict) batches for `frame` from the exported files."""
+    def onnx_feeds(cls, folder: Path, preprocessing: dict[str, Any]):
+        """Load the exported preprocessing once; return feeds(frame) → iterator of (row positions,
+        ONNX Runtime input dict) batches."""
         raise NotImplementedError
+
+    @classmethod
+    def exported_scorer(cls, folder: Path, manifest: dict[str, Any], threads: int = 0):
+        """scores(frame) → (rows, classes) probabilities, or (rows,) values for regression, from an export
+        folder. Default: model.onnx's logits through softmax / sigmoid."""
+        from ..export import onnx_format
+
+        session = onnx_format.session(Path(folder) / onnx_format.FILE, threads)
+        feeds = cls.onnx_feeds(Path(folder), manifest["preprocessing"])
+        kind, width = manifest["kind"], len(manifest.get("classes") or [])
+
+        def scores(frame: pd.DataFrame):
+            out = np.zeros((len(frame), width), dtype=np.float64)
+            for rows, feed in feeds(frame):
+                out[rows] = activate(session.run(None, feed)[0].astype(np.float64), kind)
+            return out
+
+        return scores
 
     @classmethod
     def default_params(cls, config: Config) -> dict[str, Any]:
@@ -119,3 +141,12 @@ class Task(ABC):
     @classmethod
     @abstractmethod
     def load(cls, directory: Path, meta: dict[str, Any]) -> "Task": ...
+
+
+def activate(logits, kind: str):
+    """Logits → probabilities: independent sigmoids for multilabel, softmax otherwise."""
+    if kind == "multilabel":
+        return 1.0 / (1.0 + np.exp(-logits))
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exponentials = np.exp(shifted)
+    return exponentials / exponentials.sum(axis=1, keepdims=True)

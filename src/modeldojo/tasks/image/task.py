@@ -237,20 +237,24 @@ class ImageTask(Task):
                 "std": list(spec.std), "resize": "shorter side bicubic, centre crop", "batch_size": PREDICT_BATCH}
 
     @classmethod
-    def onnx_feeds(cls, folder: Path, preprocessing: dict[str, Any], frame: pd.DataFrame):
+    def onnx_feeds(cls, folder: Path, preprocessing: dict[str, Any]):
         from ...data.images import open_image, to_square
 
         column, size = preprocessing["image_column"], preprocessing["image_size"]
-        if column not in frame.columns:
-            raise DataError(f"missing image column {column!r}")
         mean = np.asarray(preprocessing["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
         std = np.asarray(preprocessing["std"], dtype=np.float32).reshape(1, 3, 1, 1)
-        cells, base = frame[column].tolist(), base_folder(frame)
         batch = preprocessing.get("batch_size", PREDICT_BATCH)
-        for start in range(0, len(cells), batch):
-            rows = np.arange(start, min(len(cells), start + batch))
-            pixels = np.stack([to_square(open_image(cells[i], base), size) for i in rows]).astype(np.float32) / 255
-            yield rows, {"pixels": (pixels - mean) / std}
+
+        def feeds(frame: pd.DataFrame):
+            if column not in frame.columns:
+                raise DataError(f"missing image column {column!r}")
+            cells, base = frame[column].tolist(), base_folder(frame)
+            for start in range(0, len(cells), batch):
+                rows = np.arange(start, min(len(cells), start + batch))
+                pixels = np.stack([to_square(open_image(cells[i], base), size) for i in rows]).astype(np.float32)
+                yield rows, {"pixels": (pixels / 255 - mean) / std}
+
+        return feeds
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path) -> None:

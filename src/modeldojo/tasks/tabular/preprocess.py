@@ -86,6 +86,16 @@ class Preprocessor:
         return cls(state["columns"])
 
 
+def category_codes(features: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
+    """Categoricals as their codes (missing and unseen → NaN): what scikit-learn learns from, and what
+    LightGBM compares its categorical splits against."""
+    features = features.copy()
+    for column in categorical:
+        codes = features[column].cat.codes.astype(float)
+        features[column] = codes.where(codes >= 0)
+    return features
+
+
 def _column_type(values: pd.Series) -> str:
     if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
         return "numeric"

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .learners import LEARNERS, Learner
+from .preprocess import category_codes
 
 SKOPS_FILE = "model.skops"
 # Only types from these libraries may be rebuilt from a model file.
@@ -20,11 +21,7 @@ class SklearnLearner(Learner):
         raise NotImplementedError
 
     def _codes(self, X: pd.DataFrame) -> pd.DataFrame:
-        X = X.copy()
-        for column in self.categorical:
-            codes = X[column].cat.codes.astype(float)
-            X[column] = codes.where(codes >= 0)
-        return X
+        return category_codes(X, self.categorical)
 
     def fit(self, X, y, weights, X_val=None, y_val=None, *, rounds=None, patience=0):
         self.model = self._estimator(list(X.columns))

@@ -171,6 +171,20 @@ class TabularTask(Task):
     def input_columns(self):
         return list(self.preprocessor.columns)
 
+    # -- export (export.py: which learners become ONNX, which stay native) ---------------
+    quantizable = False  # trees have thresholds, not weights: nothing for int8 / fp16 to shrink
+
+    def export_onnx(self, folder: Path) -> dict[str, Any]:
+        from . import export
+
+        return export.export(self, folder)
+
+    @classmethod
+    def exported_scorer(cls, folder: Path, manifest: dict[str, Any], threads: int = 0):
+        from . import export
+
+        return export.scorer(folder, manifest, threads)
+
     def feature_importance(self):
         scores = self.learner.feature_importance(self.preprocessor.output_columns)
         if not scores:

@@ -282,16 +282,21 @@ class TextTask(Task):
                 "separator": self.separator, "threshold": THRESHOLD, "batch_size": PREDICT_BATCH}
 
     @classmethod
-    def onnx_feeds(cls, folder: Path, preprocessing: dict[str, Any], frame: pd.DataFrame):
+    def onnx_feeds(cls, folder: Path, preprocessing: dict[str, Any]):
         from transformers import AutoTokenizer
 
         _quiet_transformers()
         tokenizer = AutoTokenizer.from_pretrained(Path(folder) / preprocessing["tokenizer"])
-        texts = text_data.join_texts(frame, preprocessing["text_columns"], tokenizer.sep_token or " ")
-        ids = tokenizer(texts, truncation=True, max_length=preprocessing["max_length"])["input_ids"]
-        batches = text_data.length_batches(ids, preprocessing.get("batch_size", PREDICT_BATCH), tokenizer.pad_token_id)
-        for chosen, input_ids, mask in batches:
-            yield chosen, {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()}
+
+        def feeds(frame: pd.DataFrame):
+            texts = text_data.join_texts(frame, preprocessing["text_columns"], tokenizer.sep_token or " ")
+            ids = tokenizer(texts, truncation=True, max_length=preprocessing["max_length"])["input_ids"]
+            batches = text_data.length_batches(ids, preprocessing.get("batch_size", PREDICT_BATCH),
+                                               tokenizer.pad_token_id)
+            for chosen, input_ids, mask in batches:
+                yield chosen, {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()}
+
+        return feeds
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path) -> None:
