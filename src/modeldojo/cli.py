@@ -102,9 +102,15 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="labelled data to evaluate on (default: the run's own test split)")
     evaluate.add_argument("--cv", type=int, metavar="K", help="k-fold cross-validation with the run's config")
 
-    predict = command("predict", "Predict with a trained run on new data.",
-                      "dojo predict ames --data new_houses.csv --out predictions.csv", [reading])
-    predict.add_argument("run", help="run name, run folder or model folder")
+    predict = command("predict", "Predict a batch file with a run or an export folder — the same runtime as "
+                      "`dojo serve` (a run's ONNX export when it has one, else its own model).",
+                      "dojo predict ames --data new_houses.csv --out predictions.csv\n"
+                      "  dojo predict runs/reviews/export/onnx-int8 --data new_reviews.csv --out scored.jsonl",
+                      [reading])
+    predict.add_argument("run", help="run name, run folder, model folder or export folder")
+    predict.add_argument("--backend", default="auto", choices=["auto", "onnx", "native"],
+                         help="auto (default): the run's ONNX export when it has one, else its own model; "
+                              "onnx: the export only; native: the run's own model")
     predict.add_argument("--data", required=True, help="CSV/TSV/JSONL/Parquet rows to predict")
     predict.add_argument("--out", help="output file (.csv, .jsonl or .parquet); default: CSV on stdout")
 
@@ -114,13 +120,14 @@ def _parser() -> argparse.ArgumentParser:
                      [reading])
     export.add_argument("run", help="run name or folder")
     export.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default onnx)")
-    export.add_argument("--quantize", choices=["int8"], help="int8 weights (default: fp32)")
-    export.add_argument("--out", help="export folder (default: <run>/export/<format>[-int8])")
+    export.add_argument("--quantize", choices=["int8", "fp16"], help="int8 weights (CPU) or fp16 (GPU, edge); "
+                                                                     "default fp32. Neural tasks only")
+    export.add_argument("--out", help="export folder (default: <run>/export/<format>[-int8|-fp16])")
     export.add_argument("--data", help="labelled rows for the parity check (default: the run's validation rows)")
     export.add_argument("--max-abs-diff", type=float, help="largest probability difference allowed "
-                                                           "(default 1e-4 fp32, 0.15 int8)")
+                                                           "(default 1e-4 fp32, 0.15 int8, 0.01 fp16)")
     export.add_argument("--max-metric-drop", type=float, help="largest main-metric drop allowed "
-                                                              "(default 0.001 fp32, 0.005 int8)")
+                                                              "(default 0.001 fp32, 0.005 int8, 0.002 fp16)")
     export.add_argument("--force", action="store_true", help="export even when parity fails (recorded in the "
                                                              "manifest)")
 
@@ -143,6 +150,36 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--storage", help="Optuna storage URL (default: sqlite in the study folder); every machine "
                                         "running the same --name against one postgresql://… URL joins the study")
     tune.add_argument("--workers", type=int, metavar="W", help="W processes run trials in parallel (default 1)")
+
+    serve = command("serve", "Serve a run or an export folder over HTTP: POST /predict, the KServe v2 routes "
+                    "(/v2/health/live, /v2/health/ready, /v2/models/NAME/infer), GET /metrics, docs at /docs. "
+                    "Requests are batched dynamically; SIGTERM drains in-flight requests before exiting.",
+                    "dojo serve reviews --port 8000\n  dojo serve runs/reviews/export/onnx-int8 --workers 2 "
+                    "--host 0.0.0.0 --api-key \"$TOKEN\"\n  curl -X POST localhost:8000/predict -H 'content-type: "
+                    "application/json' -d '{\"inputs\": [\"Great coffee\"]}'")
+    serve.add_argument("run", help="run name or folder (its ONNX export when it has one) or an export folder")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine "
+                                                           "only; 0.0.0.0 to accept other machines)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="processes, each with the model and its own queue")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every route but liveness "
+                                         "(default: $DOJO_API_KEY if set)")
+    serve.add_argument("--backend", default="auto", choices=["auto", "onnx", "native"],
+                       help="onnx: ONNX Runtime on the run's export; native: the run's PyTorch / booster model; "
+                            "auto (default): the export when there is one")
+    serve.add_argument("--name", help="model name in the /v2 routes (default: the run or folder name)")
+    serve.add_argument("--max-batch-size", type=int, default=32, help="rows per model call (default 32)")
+    serve.add_argument("--max-wait-ms", type=float, default=2.0, help="longest wait for a batch to fill (default 2)")
+    serve.add_argument("--max-queue", type=int, default=256, help="requests waiting per worker before 429 "
+                                                                 "(default 256)")
+    serve.add_argument("--timeout", type=float, default=10.0, help="seconds to answer a request before 504 "
+                                                                    "(default 10)")
+    serve.add_argument("--max-body-bytes", type=int, help="largest request body, else 413 (default 1 MiB, "
+                                                          "16 MiB for image models)")
+    serve.add_argument("--drain-timeout", type=float, default=30.0, help="seconds in-flight requests get after "
+                                                                          "SIGTERM (default 30)")
+    serve.add_argument("--threads", type=int, default=0, help="inference threads per worker (default: cores ÷ "
+                                                               "workers)")
 
     command("runs", "List runs with their status and main test metric.", "dojo runs")
     ui = command("ui", "Open the MLflow dashboard for the runs (needs `pip install modeldojo[ui]`).",

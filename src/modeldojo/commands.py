@@ -165,9 +165,11 @@ def evaluate(args, out) -> int:
 def predict(args, out) -> int:
     from .data.readers import read
 
-    model = api.load(args.run, _runs_dir(args))
+    from .serving.predictor import open_predictor, read_rows
+
+    predictor = open_predictor(args.run, _runs_dir(args), backend=args.backend)
     frame = read(args.data, delimiter=args.delimiter, encoding=args.encoding or "utf-8")
-    prediction = model.predict_frame(frame)
+    prediction = predictor.predict(read_rows(predictor, frame))
     for column, count in prediction.notes.get("unseen_categories", {}).items():
         out.say(f"[yellow]![/] column {escape(repr(column))}: {count} value(s) never seen in training, "
                 "treated as missing")
@@ -198,6 +200,25 @@ def export(args, out) -> int:
             f"{parity['agreement']:.4f}, {parity['metric']} {parity['original']:.4f} → {parity['exported']:.4f}")
     out.say(f"  export {escape(result['folder'])}")
     out.result(result)
+    return 0
+
+
+def serve(args, out) -> int:
+    import os
+
+    from .serving.server import serve as run_server
+
+    options = {"max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue,
+               "timeout_s": args.timeout, "api_key": args.api_key or os.environ.get("DOJO_API_KEY") or None}
+    if args.max_body_bytes:
+        options["max_body_bytes"] = args.max_body_bytes
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not options["api_key"]:
+        out.say(f"[yellow]![/] serving on {escape(args.host)} without --api-key: anyone who can reach this port "
+                "can use the model")
+    out.say(f"serving {escape(args.run)} on http://{escape(args.host)}:{args.port} (docs at /docs); Ctrl+C stops")
+    run_server(args.run, runs_dir=_runs_dir(args), host=args.host, port=args.port, workers=args.workers,
+               backend=args.backend, name=args.name, threads=args.threads, drain_timeout=args.drain_timeout,
+               **options)
     return 0
 
 

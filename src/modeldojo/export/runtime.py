@@ -58,3 +58,5 @@ class ExportedModel:
         else:
             labels = names[scores.argmax(axis=1)]
         return Prediction(labels, scores, list(self.classes))
+
+    predict_frame = predict  # the name Model gives its full prediction: the server calls either alike

@@ -1,0 +1,180 @@
+"""The HTTP API: POST /predict, the KServe Open Inference Protocol v2 routes, GET /metrics, OpenAPI docs.
+
+States: loading (live, not ready) → ready (after the model is loaded and warmed up) → draining (SIGTERM:
+not ready, new predictions 503, in-flight ones finish) — or failed (the model could not load: liveness 500,
+so an orchestrator restarts it)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from .. import __version__
+from . import oip
+from .batching import MicroBatcher, QueueFull
+from .guards import BearerAuth, BodyLimit, Measure
+from .metrics import CONTENT_TYPE, Metrics
+from .predictor import Predictor, decode_image_bytes
+from .schemas import PredictRequest, PredictResponse
+
+log = logging.getLogger("uvicorn.error")  # printed in uvicorn's format, beside its own lines
+
+
+@dataclass
+class Settings:
+    max_batch_size: int = 32
+    max_wait_ms: float = 2.0
+    max_queue: int = 256  # requests waiting, per worker process
+    timeout_s: float = 10.0  # from arrival to answer; beyond it 504
+    max_body_bytes: int = 1 << 20
+    max_items: int = 256  # rows in one request
+    api_key: str | None = None
+    retry_after_s: int = 1
+
+
+class State:
+    def __init__(self) -> None:
+        self.status, self.error = "loading", None
+        self.predictor: Predictor | None = None
+        self.batcher: MicroBatcher | None = None
+
+    def begin_drain(self) -> None:
+        if self.status == "ready":
+            self.status = "draining"
+            log.info("draining: readiness is now 503; in-flight requests finish")
+
+
+def create_app(load: Callable[[], Predictor], settings: Settings | None = None) -> FastAPI:
+    """`load` builds the predictor (on a thread, after startup, so liveness answers while a model loads)."""
+    settings = settings or Settings()
+    state, metrics = State(), Metrics()
+
+    def warm_and_serve(predictor: Predictor) -> None:
+        for rows in sorted({1, settings.max_batch_size}):  # first calls allocate memory and pick kernels
+            predictor.predict(predictor.example_rows(rows))
+
+    def run_batch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        import pandas as pd
+
+        predictor = state.predictor
+        return predictor.answers(predictor.predict(pd.DataFrame.from_records(rows, columns=predictor.features)))
+
+    async def start(loop) -> None:
+        try:
+            predictor = await loop.run_in_executor(None, load)
+            await loop.run_in_executor(None, warm_and_serve, predictor)
+        except Exception as error:  # noqa: BLE001 - reported through liveness and the log
+            state.status, state.error = "failed", f"{type(error).__name__}: {error}"
+            log.error("model failed to load: %s", state.error)
+            return
+        state.predictor = predictor
+        state.batcher = MicroBatcher(run_batch, max_batch_size=settings.max_batch_size,
+                                     max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
+                                     on_batch=metrics.batch)
+        state.batcher.start()
+        state.status = "ready"
+        log.info("ready: %s (%s, %s backend)", predictor.name, predictor.task, predictor.backend)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        _drain_on_sigterm(state)
+        loading = asyncio.get_running_loop().create_task(start(asyncio.get_running_loop()))
+        yield
+        state.begin_drain()
+        await loading
+        if state.batcher:
+            await state.batcher.stop()
+
+    app = FastAPI(title="modeldojo model server", version=__version__, lifespan=lifespan,
+                  description="Predictions from a modeldojo run or export. POST /predict takes JSON `inputs` "
+                              "(records for tables, strings for text, base64 for images); the /v2 routes are "
+                              "the KServe Open Inference Protocol.")
+    app.state.dojo = state
+    app.state.metrics = metrics
+
+    def ready_predictor() -> Predictor:
+        if state.status != "ready":
+            raise HTTPException(503, f"model {state.status}", headers={"Retry-After": str(settings.retry_after_s)})
+        return state.predictor
+
+    async def answer(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        metrics.queue_depth.set(state.batcher.depth)
+        try:
+            return await asyncio.wait_for(state.batcher.submit(rows), settings.timeout_s)
+        except QueueFull:
+            raise HTTPException(429, f"queue full ({settings.max_queue} requests waiting); retry shortly",
+                                headers={"Retry-After": str(settings.retry_after_s)}) from None
+        except (asyncio.TimeoutError, TimeoutError):
+            raise HTTPException(504, f"no answer within {settings.timeout_s:g} s") from None
+
+    def records(predictor: Predictor, items: list[Any]) -> list[dict[str, Any]]:
+        if len(items) > settings.max_items:
+            raise HTTPException(422, f"{len(items)} inputs in one request; at most {settings.max_items}")
+        try:
+            return predictor.records(items)
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from None
+
+    @app.post("/predict", response_model=PredictResponse, tags=["predict"],
+              responses={422: {"description": "invalid inputs"}, 429: {"description": "queue full"},
+                         503: {"description": "not ready"}, 504: {"description": "timed out"}})
+    async def predict(body: PredictRequest) -> dict[str, Any]:
+        predictor = ready_predictor()
+        return {"model": predictor.name, "predictions": await answer(records(predictor, body.inputs))}
+
+    @app.post("/predict/upload", response_model=PredictResponse, tags=["predict"],
+              responses={422: {"description": "not an image, or not an image model"}})
+    async def predict_upload(files: list[UploadFile] = File(description="image files")) -> dict[str, Any]:
+        predictor = ready_predictor()
+        if predictor.task != "image":
+            raise HTTPException(422, f"{predictor.task} model: send JSON to POST /predict")
+        if len(files) > settings.max_items:
+            raise HTTPException(422, f"{len(files)} files in one request; at most {settings.max_items}")
+        rows = []
+        for index, upload in enumerate(files):
+            try:
+                rows.append({predictor.features[0]: decode_image_bytes(await upload.read(),
+                                                                       f"files[{index}] ({upload.filename})")})
+            except ValueError as error:
+                raise HTTPException(422, str(error)) from None
+        return {"model": predictor.name, "predictions": await answer(rows)}
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def prometheus() -> Response:
+        if state.batcher:
+            metrics.queue_depth.set(state.batcher.depth)
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    oip.add_routes(app, state, ready_predictor, answer, records)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
+
+    # The last added runs first: measure everything, then authenticate, then limit the body.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BearerAuth, token=settings.api_key)
+    app.add_middleware(Measure, metrics=metrics)
+    return app
+
+
+def _drain_on_sigterm(state: State) -> None:
+    """Chain onto uvicorn's SIGTERM handler: readiness goes 503 at once; uvicorn then stops accepting
+    connections, lets in-flight requests finish (--drain-timeout) and runs the lifespan shutdown above."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals belong to the main thread (in tests the server may run on another)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum, frame):
+        state.begin_drain()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)

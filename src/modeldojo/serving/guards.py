@@ -1,0 +1,101 @@
+"""ASGI middleware in front of every route: metrics and timing, bearer-token auth, and a body limit that
+answers 413 from the Content-Length header (or as soon as a chunked body passes the limit) without reading
+the rest. Plain ASGI, not BaseHTTPMiddleware: it costs less per request and never buffers bodies."""
+from __future__ import annotations
+
+import hmac
+import json
+import time
+
+from .metrics import Metrics
+
+OPEN_PATHS = ("/v2/health/live",)  # liveness stays answerable without a token (orchestrators probe it)
+
+
+async def send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(send)
+        received, started = 0, False
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send):
+        await send_json(send, 413, {"detail": f"request body over the limit of {self.max_bytes} bytes "
+                                              "(--max-body-bytes)"}, [(b"connection", b"close")])
+
+
+class BearerAuth:
+    def __init__(self, app, token: str | None) -> None:
+        self.app, self.expected = app, f"Bearer {token}".encode() if token else None
+
+    async def __call__(self, scope, receive, send):
+        if self.expected is None or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if not hmac.compare_digest(given, self.expected):  # constant time: no timing oracle on the key
+            return await send_json(send, 401, {"detail": "missing or invalid bearer token (Authorization: "
+                                                         "Bearer <api key>)"}, [(b"www-authenticate", b"Bearer")])
+        await self.app(scope, receive, send)
+
+
+class Measure:
+    """Counts and times every request under its route template (/v2/models/{name}/infer, not each name)."""
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), 500
+
+        async def tracked_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        finally:
+            route = scope.get("route")
+            name = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(name, str(status)).inc()
+            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
