@@ -174,3 +174,22 @@ def test_dojo_export_command(text_run, capsys):
     assert printed["parity"]["passed"] and (runs / "cli" / "model.onnx").is_file()
     assert main(["export", "t", "--runs-dir", str(runs), "--out", str(runs / "cli2"),
                  "--max-abs-diff", "-1"]) == 6
+
+
+def test_a_tree_export_that_rounds_thresholds_falls_back_to_the_native_file(tmp_path):
+    """Values 1e-5 apart near 1000 are one float32 (ulp 6e-5): ONNX's float32 tree compares cannot split them
+    as LightGBM (float64) did. Parity catches it; the export is the booster's own file, the report kept."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    x = 1000 + rng.integers(0, 400, 600) * 1e-5
+    frame = pd.DataFrame({"x": x, "noise": rng.normal(size=600), "y": np.sin(x * 3e4) * 100 + 500})
+    frame.to_csv(tmp_path / "close.csv", index=False)
+    dojo.train(str(tmp_path / "close.csv"), target="y", runs_dir=str(tmp_path), tracking=False, name="close",
+               overrides={"data.label_error_check": False, "model.params": {"min_child_samples": 2}})
+    result = export("close", runs_dir=tmp_path)
+    preprocessing = read_manifest(result["folder"])["preprocessing"]
+    assert result["parity"]["passed"] and result["parity"]["max_abs_diff"] == 0
+    assert preprocessing["backend"] == "native" and "float32" in preprocessing["why_native"]
+    assert preprocessing["rejected_onnx_parity"]["passed"] is False
+    assert not (tmp_path / "close/export/onnx/model.onnx").exists()

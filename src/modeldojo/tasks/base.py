@@ -83,6 +83,10 @@ class Task(ABC):
 
         raise ConfigError(f"ONNX export of the {self.name} task is not built yet")
 
+    # Optional method(folder) → preprocessing: an exact alternative export, used when the ONNX one fails
+    # parity (tabular: the learner's native file when a converter rounded its thresholds).
+    export_fallback = None
+
     @classmethod
     def onnx_feeds(cls, folder: Path, preprocessing: dict[str, Any]):
         """Load the exported preprocessing once; return feeds(frame) → iterator of (row positions,

@@ -9,6 +9,10 @@ the learner goes to ONNX where a converter reproduces it, else its native file r
   random forest on data with gaps differed by 0.95 in probability) and its HistGradientBoosting converter
   fails on categorical splits.
 
+ONNX's tree operators compare float32: a LightGBM threshold between two data values closer than float32 can
+tell apart (Ames' longitudes) sends a row down the other branch. The exporter's parity check catches it and
+`export_fallback` writes the native file instead, keeping the rejected report in the manifest.
+
 Native files are the run's own formats (text, JSON, .cbm, skops with its type check) — never pickle.
 """
 from __future__ import annotations
@@ -33,17 +37,23 @@ def export(task, folder: Path) -> dict[str, Any]:
 
     width = len(task.preprocessor.output_columns)
     converted, reason = _to_onnx(task.learner, task.kind, width)
-    preprocessing: dict[str, Any] = {"preprocessor": task.preprocessor.to_dict(),
-                                     "categorical": task.preprocessor.categorical_columns,
-                                     "learner": task.learner_name, "target_transform": task.target_transform}
     if converted is not None:
         onnx_format.save(converted, folder / onnx_format.FILE)
         output = "variable" if task.kind == "regression" else "probabilities"
-        return {**preprocessing, "backend": "onnx", "input": INPUT, "output": output}
+        return {**_preprocessing(task), "backend": "onnx", "input": INPUT, "output": output}
+    return export_native(task, folder, reason)
+
+
+def export_native(task, folder: Path, reason: str) -> dict[str, Any]:
     native = folder / NATIVE_FOLDER
     native.mkdir()
     task.learner.save(native)
-    return {**preprocessing, "backend": "native", "why_native": reason}
+    return {**_preprocessing(task), "backend": "native", "why_native": reason}
+
+
+def _preprocessing(task) -> dict[str, Any]:
+    return {"preprocessor": task.preprocessor.to_dict(), "categorical": task.preprocessor.categorical_columns,
+            "learner": task.learner_name, "target_transform": task.target_transform}
 
 
 def _to_onnx(learner, kind: str, width: int):

@@ -179,6 +179,12 @@ class TabularTask(Task):
 
         return export.export(self, folder)
 
+    def export_fallback(self, folder: Path) -> dict[str, Any]:
+        from . import export
+
+        return export.export_native(self, folder, "the ONNX conversion failed the parity check (tree thresholds "
+                                                  "rounded to float32)")
+
     @classmethod
     def exported_scorer(cls, folder: Path, manifest: dict[str, Any], threads: int = 0):
         from . import export

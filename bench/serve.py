@@ -1,0 +1,199 @@
+"""HTTP serving throughput and latency: `dojo serve` (ONNX Runtime, dynamic batching) against a naive server
+(FastAPI + the run's own model, one forward per request — what one writes first), same machine, same run,
+same request bodies. Load: wrk from Debian's package on 127.0.0.1 (1 thread, 16 connections, 10 s each),
+POST /predict with one row per request. Prints req/s, latency percentiles, errors and the ratio to the peer.
+
+    .venv/bin/python examples/reviews_data.py && .venv/bin/dojo train examples/reviews.yaml
+    .venv/bin/python examples/ames_demo.py     # or any run of examples/ames.yaml
+    .venv/bin/python bench/serve.py            # ~3 min; needs `apt-get install wrk`
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+PYTHON = sys.executable
+LUA = """
+counter = 0
+bodies = {}
+for line in io.lines("%s") do bodies[#bodies + 1] = line end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/predict", nil, bodies[counter %% #bodies + 1])
+end
+"""
+
+
+def naive_app(reference: str, runs_dir: str):
+    """The peer: a plain FastAPI endpoint calling the run's model on each request as it comes."""
+    from fastapi import FastAPI
+
+    import modeldojo as dojo
+
+    model = dojo.load(reference, runs_dir)
+    app = FastAPI()
+
+    @app.post("/predict")
+    def predict(body: dict):  # a sync endpoint: FastAPI runs it on its thread pool, one request per call
+        prediction = model.predict_frame(pd.DataFrame.from_records(body["inputs"]))
+        return {"predictions": [str(value) for value in prediction.values]}
+
+    return app
+
+
+def wait_ready(url: str, path: str, process: subprocess.Popen, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {process.stdout.read()}")
+        try:
+            if httpx.get(url + path, timeout=1).status_code in (200, 405):
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def measure(command: list[str], ready_path: str, bodies: Path, args, label: str) -> dict:
+    """Start the server (`command` + port), warm it with 3 s of load, then measure `args.seconds` with wrk."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([arg.replace("PORT", str(port)) for arg in command], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        wait_ready(url, ready_path, process)
+        script = Path(tempfile.mkdtemp()) / "post.lua"
+        script.write_text(LUA % bodies)
+        wrk = ["wrk", "-t1", "-c", str(args.connections), "-s", str(script)]
+        subprocess.run([*wrk, "-d", "3s", url], capture_output=True, check=True)  # warm-up
+        output = subprocess.run([*wrk, "-d", f"{args.seconds}s", "--latency", url], capture_output=True, text=True,
+                                check=True).stdout
+        metrics = httpx.get(url + "/metrics").text if ready_path == "/v2/health/ready" else ""
+    finally:
+        process.terminate()
+        process.wait(30)
+    batches = dict(re.findall(r"^dojo_batch_size_(sum|count) ([\d.e+]+)$", metrics, re.M))
+    mean_batch = round(float(batches["sum"]) / float(batches["count"]), 1) if batches else 1.0
+    return {"server": label, **parse_wrk(output), "mean batch": mean_batch}
+
+
+def parse_wrk(output: str) -> dict:
+    def milliseconds(text: str) -> float:
+        number, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+        return float(number) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    percentiles = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", output, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)$", output, re.M)
+    return {"req/s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+            "p50 ms": milliseconds(percentiles["50"]), "p99 ms": milliseconds(percentiles["99"]),
+            "non-2xx": int(errors.group(1)) if errors else 0, "socket errors": socket_errors.group(1) if
+            socket_errors else ""}
+
+
+def text_bodies(args, folder: Path) -> Path:
+    from transformers import AutoTokenizer
+
+    import modeldojo as dojo
+
+    model = dojo.load(args.text_run, args.runs_dir)
+    tokenizer = AutoTokenizer.from_pretrained(Path(args.runs_dir) / args.text_run / "export/onnx/tokenizer")
+    texts = pd.read_csv(args.text_data)[model.features[0]].astype(str)
+    short = [text for text in texts if len(tokenizer(text)["input_ids"]) <= 64][:300]
+    path = folder / "text.jsonl"
+    path.write_text("".join(json.dumps({"inputs": [text]}) + "\n" for text in short))
+    print(f"text: {len(short)} reviews of ≤ 64 tokens, one per request")
+    return path
+
+
+def table_bodies(args, folder: Path) -> Path:
+    import modeldojo as dojo
+
+    model = dojo.load(args.table_run, args.runs_dir)
+    rows = pd.read_csv(args.table_data)[model.features].head(300)
+    path = folder / "table.jsonl"
+    path.write_text("".join(json.dumps({"inputs": [record]}) + "\n"
+                            for record in json.loads(rows.to_json(orient="records"))))
+    print(f"tabular: {len(rows)} Ames rows ({len(model.features)} columns), one per request")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--text-run", default="reviews")
+    parser.add_argument("--text-data", default="data/reviews_test.csv")
+    parser.add_argument("--table-run", default="ames")
+    parser.add_argument("--table-data", default="data/ames.csv")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--only", choices=["text", "tabular"])
+    parser.add_argument("--naive-server", nargs=2, metavar=("RUN", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.naive_server:
+        import uvicorn
+
+        uvicorn.run(naive_app(args.naive_server[0], args.runs_dir), host="127.0.0.1", port=int(args.naive_server[1]),
+                    log_level="warning", loop="uvloop", http="httptools")
+        return
+    if not shutil.which("wrk"):
+        sys.exit("needs wrk: apt-get install wrk")
+    from modeldojo.export.exporter import export
+
+    folder = Path(tempfile.mkdtemp())
+    dojo_serve = [str(Path(PYTHON).with_name("dojo")), "serve", "--quiet", "--runs-dir", args.runs_dir, "--port",
+                  "PORT"]
+    naive = [PYTHON, __file__, "--runs-dir", args.runs_dir, "--naive-server"]
+    results = []
+    if args.only in (None, "text"):
+        for quantize in (None, "int8"):
+            export(args.text_run, runs_dir=args.runs_dir, quantize=quantize)
+        bodies = text_bodies(args, folder)
+        exports = Path(args.runs_dir) / args.text_run / "export"
+        results.append(measure([*naive, args.text_run, "PORT"], "/docs", bodies, args,
+                               "text · naive FastAPI + PyTorch eager, per request"))
+        for name, extra in (("int8", []), ("int8, 2 workers", ["--workers", "2"]), ("fp32", [])):
+            target = str(exports / ("onnx-int8" if name.startswith("int8") else "onnx"))
+            results.append(measure([*dojo_serve, target, *extra], "/v2/health/ready", bodies, args,
+                                   f"text · dojo serve, ONNX {name}"))
+    if args.only in (None, "tabular"):
+        export(args.table_run, runs_dir=args.runs_dir)
+        bodies = table_bodies(args, folder)
+        results.append(measure([*naive, args.table_run, "PORT"], "/docs", bodies, args,
+                               "tabular · naive FastAPI + LightGBM, per request"))
+        for name, extra in (("1 worker", []), ("2 workers", ["--workers", "2"])):
+            results.append(measure([*dojo_serve, args.table_run, *extra], "/v2/health/ready", bodies, args,
+                                   f"tabular · dojo serve, ONNX, {name}"))
+    table = pd.DataFrame(results)
+    for kind in ("text", "tabular"):
+        rows = table["server"].str.startswith(kind)
+        if rows.any():
+            table.loc[rows, "× naive"] = (table.loc[rows, "req/s"] / table.loc[rows, "req/s"].iloc[0]).round(2)
+    print(f"\nwrk -t1 -c{args.connections} -d{args.seconds}s, one row per POST /predict, {os.cpu_count()} cores")
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
