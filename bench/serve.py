@@ -48,7 +48,8 @@ def naive_app(reference: str, runs_dir: str):
 
     @app.post("/predict")
     def predict(body: dict):  # a sync endpoint: FastAPI runs it on its thread pool, one request per call
-        prediction = model.predict_frame(pd.DataFrame.from_records(body["inputs"]))
+        rows = [row if isinstance(row, dict) else {model.features[0]: row} for row in body["inputs"]]
+        prediction = model.predict_frame(pd.DataFrame.from_records(rows, columns=model.features))
         return {"predictions": [str(value) for value in prediction.values]}
 
     return app
@@ -84,6 +85,8 @@ def measure(command: list[str], ready_path: str, bodies: Path, args, label: str)
                                stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     try:
         wait_ready(url, ready_path, process)
+        if "--workers" in command:  # readiness came from one worker; give the others time to load and warm up
+            time.sleep(10)
         script = Path(tempfile.mkdtemp()) / "post.lua"
         script.write_text(LUA % bodies)
         wrk = ["wrk", "-t1", "-c", str(args.connections), "-s", str(script)]
@@ -93,7 +96,11 @@ def measure(command: list[str], ready_path: str, bodies: Path, args, label: str)
         metrics = httpx.get(url + "/metrics").text if ready_path == "/v2/health/ready" else ""
     finally:
         process.terminate()
-        process.wait(30)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:  # the naive server may still be working through a backlog
+            process.kill()
+            process.wait()
     batches = dict(re.findall(r"^dojo_batch_size_(sum|count) ([\d.e+]+)$", metrics, re.M))
     mean_batch = round(float(batches["sum"]) / float(batches["count"]), 1) if batches else 1.0
     return {"server": label, **parse_wrk(output), "mean batch": mean_batch}
@@ -104,7 +111,9 @@ def parse_wrk(output: str) -> dict:
         number, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
         return float(number) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
-    percentiles = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", output, re.M))
+    percentiles = dict(re.findall(r"^\s+(50|75|90|99)(?:\.000)?%\s+(\S+)\s*$", output, re.M))
+    if "99" not in percentiles:
+        raise RuntimeError(f"could not read wrk's output:\n{output}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     socket_errors = re.search(r"Socket errors: (.*)$", output, re.M)
     return {"req/s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
@@ -174,18 +183,21 @@ def main() -> None:
         exports = Path(args.runs_dir) / args.text_run / "export"
         results.append(measure([*naive, args.text_run, "PORT"], "/docs", bodies, args,
                                "text · naive FastAPI + PyTorch eager, per request"))
-        for name, extra in (("int8", []), ("int8, 2 workers", ["--workers", "2"]), ("fp32", [])):
+        for name, extra in (("int8", []), ("int8, 2 workers", ["--workers", "2"]), ("fp32", []),
+                            ("fp32, 2 workers", ["--workers", "2"])):
             target = str(exports / ("onnx-int8" if name.startswith("int8") else "onnx"))
             results.append(measure([*dojo_serve, target, *extra], "/v2/health/ready", bodies, args,
                                    f"text · dojo serve, ONNX {name}"))
     if args.only in (None, "tabular"):
-        export(args.table_run, runs_dir=args.runs_dir)
+        exported = export(args.table_run, runs_dir=args.runs_dir)
+        backend = json.loads((Path(exported["folder"]) / "manifest.json").read_text())["preprocessing"]["backend"]
+        backend = "ONNX" if backend == "onnx" else "native LightGBM file (ONNX failed parity)"
         bodies = table_bodies(args, folder)
         results.append(measure([*naive, args.table_run, "PORT"], "/docs", bodies, args,
                                "tabular · naive FastAPI + LightGBM, per request"))
         for name, extra in (("1 worker", []), ("2 workers", ["--workers", "2"])):
             results.append(measure([*dojo_serve, args.table_run, *extra], "/v2/health/ready", bodies, args,
-                                   f"tabular · dojo serve, ONNX, {name}"))
+                                   f"tabular · dojo serve, export: {backend}, {name}"))
     table = pd.DataFrame(results)
     for kind in ("text", "tabular"):
         rows = table["server"].str.startswith(kind)

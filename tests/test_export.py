@@ -193,3 +193,30 @@ def test_a_tree_export_that_rounds_thresholds_falls_back_to_the_native_file(tmp_
     assert preprocessing["backend"] == "native" and "float32" in preprocessing["why_native"]
     assert preprocessing["rejected_onnx_parity"]["passed"] is False
     assert not (tmp_path / "close/export/onnx/model.onnx").exists()
+
+
+def test_cell_by_cell_encoding_equals_the_pandas_transform():
+    """The server's fast encoder must see exactly what training's transform sees, on messy cells too."""
+    import pandas as pd
+
+    from modeldojo.tasks.tabular.preprocess import Preprocessor, category_codes
+
+    train = pd.DataFrame({"n": [1.5, 2, None, 4], "t": ["1", " 2 ", "3.5", None], "c": ["a", "b", 3.0, None],
+                          "d": ["2001-01-02", "2002-03-04", None, "2003-05-06"], "b": [True, False, True, False]})
+    preprocessor = Preprocessor().fit(train)
+    assert [spec["type"] for spec in preprocessor.columns.values()] == ["numeric", "numeric", "categorical",
+                                                                      "datetime", "numeric"]
+    new = pd.DataFrame({"n": ["7", "inf", None, "1_000", " 3 ", "abc", True, 2],
+                        "t": [1, "1e3", "nan", float("nan"), "-2.5", "", None, "+4"],
+                        "c": ["a", " b ", 3, 3.0, "3", "never seen", None, float("nan")],
+                        "d": ["2001-01-02", "garbage", None, "2010-12-31", "2001-01-02", "2001-01-02", None, "x"],
+                        "b": [True, False, None, 1, 0, "yes", 1.5, False]}, dtype=object)
+    for frame in (new, new.infer_objects(), train):
+        expected = category_codes(preprocessor.transform(frame)[0], preprocessor.categorical_columns)
+        np.testing.assert_array_equal(preprocessor.encode(frame), expected.to_numpy(np.float64))
+        np.testing.assert_array_equal(preprocessor.encode(frame.to_dict("records")), expected.to_numpy(np.float64))
+    # A row's features never depend on its batch mates (pandas would make a [True, None] column object-typed).
+    rows = new.to_dict("records")
+    together = preprocessor.encode(rows)
+    for index, row in enumerate(rows):
+        np.testing.assert_array_equal(preprocessor.encode([row])[0], together[index])

@@ -44,10 +44,10 @@ class SlowPredictor(Predictor):
     """The real model, `delay` seconds slower per batch, recording batch sizes."""
     delay = 0.0
 
-    def predict(self, frame):
-        self.batches = getattr(self, "batches", []) + [len(frame)]
+    def predict_records(self, rows):
+        self.batches = getattr(self, "batches", []) + [len(rows)]
         time.sleep(self.delay)
-        return super().predict(frame)
+        return super().predict_records(rows)
 
 
 def slow(runs, delay):
@@ -110,6 +110,16 @@ def test_bad_requests_get_422_with_a_reason(table_run):
         assert text.status_code == 422
         # odd but valid values are not errors: text in a number column is missing, like in training
         assert httpx.post(url + "/predict", json={"inputs": [{**ROW, "size": "n/a", "rooms": True}]}).status_code == 200
+
+
+def test_an_answer_does_not_depend_on_its_batch_mates(table_run):
+    runs, _ = table_run
+    predictor = open_predictor("houses", runs)
+    odd = {**ROW, "rooms": True}
+    alone = predictor.answers(predictor.predict_records([odd]))
+    together = predictor.answers(predictor.predict_records([odd, {**ROW, "rooms": None}, {**ROW, "size": "12"}]))
+    assert alone[0]["label"] == together[0]["label"]
+    assert alone[0]["probabilities"] == pytest.approx(together[0]["probabilities"], abs=1e-6)  # float32 sums
 
 
 def test_body_limit_answers_413_without_reading_the_body(table_run):

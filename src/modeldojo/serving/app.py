@@ -58,13 +58,11 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
 
     def warm_and_serve(predictor: Predictor) -> None:
         for rows in sorted({1, settings.max_batch_size}):  # first calls allocate memory and pick kernels
-            predictor.predict(predictor.example_rows(rows))
+            predictor.predict_records(predictor.example_rows(rows).to_dict("records"))
 
     def run_batch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        import pandas as pd
-
         predictor = state.predictor
-        return predictor.answers(predictor.predict(pd.DataFrame.from_records(rows, columns=predictor.features)))
+        return predictor.answers(predictor.predict_records(rows))
 
     async def start(loop) -> None:
         try:

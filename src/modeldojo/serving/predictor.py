@@ -35,6 +35,15 @@ class Predictor:
     def predict(self, frame: pd.DataFrame) -> Prediction:
         return self.model.predict_frame(frame)
 
+    def predict_records(self, rows: list[dict[str, Any]]) -> Prediction:
+        """The server's batches. A tabular export encodes the records themselves, cell by cell — no
+        DataFrame, whose column types would depend on which requests share the batch."""
+        from ..export.runtime import ExportedModel
+
+        if self.task == "tabular" and isinstance(self.model, ExportedModel):
+            return self.model.predict(rows)
+        return self.predict(pd.DataFrame.from_records(rows, columns=self.features))
+
     def example_rows(self, rows: int) -> pd.DataFrame:
         """Rows to warm the model up with (the first calls allocate and pick kernels)."""
         if self.task == "text":

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .learners import LEARNERS
-from .preprocess import Preprocessor, category_codes
+from .preprocess import Preprocessor
 
 NATIVE_FOLDER = "native"
 INPUT = "features"
@@ -79,7 +79,7 @@ def _to_onnx(learner, kind: str, width: int):
 
 
 def scorer(folder: Path, manifest: dict[str, Any], threads: int = 0):
-    """scores(frame): probabilities (rows, classes), or values (rows,) for regression."""
+    """scores(frame or records): probabilities (rows, classes), or values (rows,) for regression."""
     preprocessing, kind = manifest["preprocessing"], manifest["kind"]
     preprocessor = Preprocessor.from_dict(preprocessing["preprocessor"])
     categorical = preprocessing["categorical"]
@@ -89,17 +89,21 @@ def scorer(folder: Path, manifest: dict[str, Any], threads: int = 0):
         session = onnx_format.session(Path(folder) / onnx_format.FILE, threads)
         output = preprocessing["output"]
 
-        def raw(features: pd.DataFrame) -> np.ndarray:
-            matrix = category_codes(features, categorical).to_numpy(np.float32)
-            return np.asarray(session.run([output], {preprocessing["input"]: matrix})[0], dtype=np.float64)
+        def raw(matrix: np.ndarray) -> np.ndarray:
+            result = session.run([output], {preprocessing["input"]: matrix.astype(np.float32)})[0]
+            return np.asarray(result, dtype=np.float64)
     else:
         learner = LEARNERS.get(preprocessing["learner"])(kind, len(manifest.get("classes") or []), {}, 0, threads,
                                                          categorical)
         learner.load_model(Path(folder) / NATIVE_FOLDER)
-        raw = learner.predict_raw
 
-    def scores(frame: pd.DataFrame) -> np.ndarray:
-        values = raw(preprocessor.transform(frame)[0])
+        def raw(matrix: np.ndarray) -> np.ndarray:
+            return learner.predict_codes(matrix, preprocessor)
+
+    def scores(data: pd.DataFrame | list[dict]) -> np.ndarray:
+        # encode(): cell by cell, ~100x cheaper than the pandas transform on a server's few-row batches;
+        # records (the server's) are taken as they are, without a DataFrame.
+        values = raw(preprocessor.encode(data))
         if kind == "regression":
             values = values.reshape(-1)
             return np.expm1(values) if preprocessing["target_transform"] == "log" else values

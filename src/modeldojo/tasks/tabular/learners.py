@@ -52,6 +52,16 @@ class Learner:
     def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
         raise NotImplementedError
 
+    def predict_codes(self, matrix: np.ndarray, preprocessor) -> np.ndarray:
+        """predict_raw from `Preprocessor.encode`'s matrix (categoricals as codes, NaN = missing): the frame
+        predict_raw takes, rebuilt; learners that read codes directly skip that."""
+        frame = pd.DataFrame(matrix, columns=preprocessor.output_columns)
+        for column in preprocessor.categorical_columns:
+            codes = frame[column].to_numpy()
+            frame[column] = pd.Categorical.from_codes(np.where(np.isnan(codes), -1, codes).astype(int),
+                                                      categories=preprocessor.columns[column]["categories"])
+        return self.predict_raw(frame)
+
     def save(self, directory: Path) -> None:
         raise NotImplementedError
 
@@ -117,6 +127,10 @@ class LightGBMLearner(Learner):
 
     def predict_raw(self, X):
         return self._as_matrix(self.booster.predict(X, num_iteration=self.best_rounds))
+
+    def predict_codes(self, matrix, preprocessor):
+        # A numpy matrix is what LightGBM makes of a pandas frame itself (categories → codes, missing → NaN).
+        return self._as_matrix(self.booster.predict(matrix, num_iteration=self.best_rounds))
 
     def save(self, directory):
         self.booster.save_model(str(directory / "model.lgb.txt"), num_iteration=self.best_rounds)

@@ -32,12 +32,17 @@ class SklearnLearner(Learner):
         self.model.fit(self._codes(X), y, **fit_kwargs)
 
     def predict_raw(self, X):
+        return self._predict(self._codes(X))
+
+    def predict_codes(self, matrix, preprocessor):
+        return self._predict(pd.DataFrame(matrix, columns=preprocessor.output_columns))
+
+    def _predict(self, X: pd.DataFrame) -> np.ndarray:
         # Forests average trees across threads in whatever order the threads finish, so parallel
         # predictions differ in the last bits from run to run; one thread makes them reproducible.
         estimator = self.model.steps[-1][1] if hasattr(self.model, "steps") else self.model
         if getattr(estimator, "n_jobs", None) not in (None, 1):
             estimator.set_params(n_jobs=1)
-        X = self._codes(X)
         if self.kind == "regression":
             return np.asarray(self.model.predict(X), dtype=float)
         # A class absent from the training rows gets probability 0, keeping columns aligned.
