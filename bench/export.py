@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 import modeldojo as dojo
+from modeldojo.export import onnx_format
 from modeldojo.export.exporter import export
 from modeldojo.export.runtime import ExportedModel
 
@@ -67,7 +68,7 @@ def main() -> None:
 
     rows = [{"runtime": "PyTorch eager", "ms": median_ms(torch_forward, arrays)}]
     for name, exported in exports.items():
-        session = exported.session
+        session = onnx_format.session(exported.folder / onnx_format.FILE)
         rows.append({"runtime": f"ONNX Runtime {name}", "ms": median_ms(
             lambda item: session.run(None, {"input_ids": item[0], "attention_mask": item[1]}), arrays)})
 

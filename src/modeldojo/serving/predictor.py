@@ -180,6 +180,7 @@ def read_rows(predictor: Predictor, frame: pd.DataFrame) -> pd.DataFrame:
     """A batch file's rows, checked for the model's columns before any compute."""
     missing = [column for column in predictor.features if column not in frame.columns]
     if missing:
-        raise DataError(f"{frame.attrs.get('source', 'data')}: missing column(s) the model needs: "
-                        f"{', '.join(map(repr, missing))}")
+        raise DataError(f"{frame.attrs.get('source', 'data')}: missing {len(missing)} column(s) the model needs: "
+                        f"{', '.join(map(repr, missing))}. Expected columns: "
+                        f"{', '.join(map(repr, predictor.features))}")
     return frame
