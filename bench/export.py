@@ -1,4 +1,4 @@
-"""ONNX Runtime fp32 / int8 vs PyTorch eager at batch 1, on the fine-tuned MiniLM reviews classifier:
+"""ONNX Runtime fp32 / int8 / fp16 vs PyTorch eager at batch 1, on the fine-tuned MiniLM reviews classifier:
 median latency of one forward pass (texts cut to 64 tokens) and test accuracy. Peer: the run's own
 PyTorch model, same token ids, same run. Prints the ratios.
 
@@ -49,7 +49,7 @@ def main() -> None:
     task = original._task
     test = pd.read_csv(args.test)
     exports = {}
-    for quantize in (None, "int8"):
+    for quantize in (None, "int8", "fp16"):
         result = export(args.run, runs_dir=args.runs_dir, quantize=quantize)
         exports[quantize or "fp32"] = ExportedModel(result["folder"])
         parity = result["parity"]
