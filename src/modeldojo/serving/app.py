@@ -78,7 +78,8 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
                                      on_batch=metrics.batch)
         state.batcher.start()
         state.status = "ready"
-        log.info("ready: %s (%s, %s backend)", predictor.name, predictor.task, predictor.backend)
+        log.info("ready: %s (%s, %s backend on %s)", predictor.name, predictor.task, predictor.backend,
+                 predictor.device)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

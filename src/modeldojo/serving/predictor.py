@@ -31,6 +31,7 @@ class Predictor:
     backend: str  # "onnx" (ONNX Runtime) or "native" (the run's PyTorch / booster model)
     source: str
     column_types: dict[str, str] = field(default_factory=dict)  # tabular: numeric / categorical / datetime
+    device: str = "cpu"  # where a native neural model runs (cuda when the machine has a GPU)
 
     def predict(self, frame: pd.DataFrame) -> Prediction:
         return self.model.predict_frame(frame)
@@ -173,7 +174,21 @@ def _from_model(run, name: str, threads: int) -> Predictor:
     types = {column: spec["type"] for column, spec in getattr(getattr(task, "preprocessor", None), "columns",
                                                               {}).items()}
     return Predictor(model, name, model.meta["task"], model.kind, getattr(task, "classes", None),
-                     list(model.features), "native", str(run.directory), types)
+                     list(model.features), "native", str(run.directory), types, _to_accelerator(task))
+
+
+def _to_accelerator(task) -> str:
+    """A neural task's model (loaded on the CPU) moves to the GPU when there is one: the fallback backend is
+    where a GPU server gets its speed (the tasks predict on whatever device their model is on)."""
+    network = getattr(task, "model", None)
+    if network is None or not hasattr(network, "parameters"):
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    task.model = network.to("cuda")
+    return "cuda"
 
 
 def read_rows(predictor: Predictor, frame: pd.DataFrame) -> pd.DataFrame:
