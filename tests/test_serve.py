@@ -333,3 +333,77 @@ def test_text_and_image_models_serve_through_the_same_server(tmp_path):
         broken = httpx.post(url + "/predict", json={"inputs": [base64.b64encode(b"not an image").decode()]})
         assert broken.status_code == 422 and "not an image" in broken.json()["detail"]
         assert httpx.post(url + "/predict", json={"inputs": ["%%%"]}).status_code == 422
+
+
+class PickyPredictor(Predictor):
+    """Fails any batch holding a row whose city is 'poison' — a bad request its batch mates must survive."""
+
+    def predict_records(self, rows):
+        time.sleep(0.05)
+        if any(row["city"] == "poison" for row in rows):
+            raise ValueError("city 'poison' cannot be predicted")
+        return super().predict_records(rows)
+
+
+def test_one_bad_request_does_not_fail_its_batch_mates(table_run):
+    runs, _ = table_run
+    predictor = PickyPredictor(**vars(open_predictor("houses", runs)))
+    with running(create_app(lambda: predictor, Settings(max_batch_size=64, max_wait_ms=50))) as url:
+        cities = ["north"] * 7 + ["poison"] + ["south"] * 7
+        with httpx.Client() as client, ThreadPoolExecutor(len(cities)) as pool:
+            responses = list(pool.map(lambda city: client.post(url + "/predict", json={"inputs": [{**ROW, "city": city}]}),
+                                      cities))
+    codes = [r.status_code for r in responses]
+    assert codes == [200] * 7 + [422] + [200] * 7, codes
+    assert "poison" in responses[7].json()["detail"]
+
+
+def test_hostile_inputs_get_4xx_not_5xx(table_run, tmp_path):
+    runs, _ = table_run
+    with running(create_app(lambda: open_predictor("houses", runs))) as url:
+        started = time.perf_counter()
+        huge = {"inputs": [{"name": "size", "shape": [10 ** 4000] * 200, "datatype": "FP64", "data": [1]}]}
+        assert httpx.post(url + "/v2/models/houses/infer", json=huge).status_code == 422
+        assert time.perf_counter() - started < 2  # the shape is checked before anything multiplies it
+        big_number = b'{"inputs": [{"size": 1' + b"0" * 400 + b', "rooms": 1e400, "city": "north", "built": null}]}'
+        assert httpx.post(url + "/predict", content=big_number,
+                          headers={"content-type": "application/json"}).status_code == 200
+        mixed = [{**ROW, "built": "2020-01-01T00:00:00+05:00"}, {**ROW, "built": "2020-01-02"}]
+        assert httpx.post(url + "/predict", json={"inputs": mixed}).status_code == 200
+
+
+def test_image_bombs_are_refused_from_the_header():
+    from PIL import Image
+
+    from modeldojo.serving.predictor import decode_image_bytes, decode_images
+
+    buffer = io.BytesIO()
+    Image.new("1", (6000, 5000)).save(buffer, format="PNG")  # 30 M pixels in a few kB
+    assert len(buffer.getvalue()) < 100_000
+    with pytest.raises(ValueError, match="over the limit"):
+        decode_image_bytes(buffer.getvalue(), "files[0]")
+    small = io.BytesIO()
+    Image.new("RGB", (4000, 4000)).save(small, format="PNG")  # 16 M pixels: fine alone, not seven at once
+    assert decode_image_bytes(small.getvalue(), "one").size == (4000, 4000)
+    with pytest.raises(ValueError, match="request's images"):
+        decode_images([(small.getvalue(), f"files[{i}]") for i in range(7)])
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"
+    with pytest.raises(ValueError, match="not an image"):
+        decode_image_bytes(eps, "files[0]")
+
+
+def test_stopping_while_the_model_loads_never_turns_ready(table_run):
+    runs, _ = table_run
+    release = threading.Event()
+
+    def load():
+        release.wait(30)
+        return open_predictor("houses", runs)
+
+    app = create_app(load)
+    with running(app, ready=False) as url:
+        app.state.dojo.begin_drain()
+        release.set()
+        time.sleep(1.5)
+        assert httpx.get(url + "/v2/health/ready").status_code == 503
+        assert app.state.dojo.batcher is None

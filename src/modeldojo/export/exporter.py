@@ -63,7 +63,7 @@ def export(reference: str | Path, *, format: str = "onnx", quantize: str | None 
                                 config.data.label_separator, tolerance)
 
         report = check()
-        if not report.passed and task.export_fallback is not None:
+        if not report.passed and task.export_fallback is not None and preprocessing.get("backend") == "onnx":
             # A converter that rounds (tree thresholds to float32) is caught here; the task's exact
             # alternative (the learner's native file) replaces it, and the manifest keeps both reports.
             for path in partial.iterdir():

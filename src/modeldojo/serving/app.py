@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from .. import __version__
 from . import oip
-from .batching import MicroBatcher, QueueFull
+from ..errors import DataError
+from .batching import Closed, MicroBatcher, QueueFull
 from .guards import BearerAuth, BodyLimit, Measure
 from .metrics import CONTENT_TYPE, Metrics
-from .predictor import Predictor, decode_image_bytes
+from .predictor import Predictor, decode_images
 from .schemas import PredictRequest, PredictResponse
 
 log = logging.getLogger("uvicorn.error")  # printed in uvicorn's format, beside its own lines
@@ -42,13 +44,18 @@ class Settings:
 class State:
     def __init__(self) -> None:
         self.status, self.error = "loading", None
+        self.stopping = False  # set once by SIGTERM / shutdown, from any state; a load finishing later stays unready
         self.predictor: Predictor | None = None
         self.batcher: MicroBatcher | None = None
 
     def begin_drain(self) -> None:
-        if self.status == "ready":
+        self.stopping = True
+        if self.status in ("ready", "loading"):
             self.status = "draining"
             log.info("draining: readiness is now 503; in-flight requests finish")
+
+    def crashed(self, error: BaseException) -> None:
+        self.status, self.error = "failed", f"batcher: {type(error).__name__}: {error}"
 
 
 def create_app(load: Callable[[], Predictor], settings: Settings | None = None) -> FastAPI:
@@ -72,10 +79,12 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
             state.status, state.error = "failed", f"{type(error).__name__}: {error}"
             log.error("model failed to load: %s", state.error)
             return
+        if state.stopping:
+            return
         state.predictor = predictor
         state.batcher = MicroBatcher(run_batch, max_batch_size=settings.max_batch_size,
                                      max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
-                                     on_batch=metrics.batch)
+                                     on_batch=metrics.batch, on_crash=state.crashed)
         state.batcher.start()
         state.status = "ready"
         log.info("ready: %s (%s, %s backend on %s)", predictor.name, predictor.task, predictor.backend,
@@ -87,7 +96,8 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
         loading = asyncio.get_running_loop().create_task(start(asyncio.get_running_loop()))
         yield
         state.begin_drain()
-        await loading
+        if not loading.done():  # stopped while the model loads: don't wait for the load to finish
+            loading.cancel()
         if state.batcher:
             await state.batcher.stop()
 
@@ -110,13 +120,19 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
         except QueueFull:
             raise HTTPException(429, f"queue full ({settings.max_queue} requests waiting); retry shortly",
                                 headers={"Retry-After": str(settings.retry_after_s)}) from None
+        except Closed:
+            raise HTTPException(503, "server stopping", headers={"Retry-After": str(settings.retry_after_s)}) from None
         except (asyncio.TimeoutError, TimeoutError):
             raise HTTPException(504, f"no answer within {settings.timeout_s:g} s") from None
+        except (DataError, ValueError) as error:  # the rows themselves (found alone after the batch split)
+            raise HTTPException(422, str(error)) from None
 
-    def records(predictor: Predictor, items: list[Any]) -> list[dict[str, Any]]:
+    async def records(predictor: Predictor, items: list[Any]) -> list[dict[str, Any]]:
         if len(items) > settings.max_items:
             raise HTTPException(422, f"{len(items)} inputs in one request; at most {settings.max_items}")
         try:
+            if predictor.task == "image":  # decoding images is real work: off the event loop
+                return await run_in_threadpool(predictor.records, items)
             return predictor.records(items)
         except ValueError as error:
             raise HTTPException(422, str(error)) from None
@@ -126,7 +142,7 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
                          503: {"description": "not ready"}, 504: {"description": "timed out"}})
     async def predict(body: PredictRequest) -> dict[str, Any]:
         predictor = ready_predictor()
-        return {"model": predictor.name, "predictions": await answer(records(predictor, body.inputs))}
+        return {"model": predictor.name, "predictions": await answer(await records(predictor, body.inputs))}
 
     @app.post("/predict/upload", response_model=PredictResponse, tags=["predict"],
               responses={422: {"description": "not an image, or not an image model"}})
@@ -136,13 +152,12 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
             raise HTTPException(422, f"{predictor.task} model: send JSON to POST /predict")
         if len(files) > settings.max_items:
             raise HTTPException(422, f"{len(files)} files in one request; at most {settings.max_items}")
-        rows = []
-        for index, upload in enumerate(files):
-            try:
-                rows.append({predictor.features[0]: decode_image_bytes(await upload.read(),
-                                                                       f"files[{index}] ({upload.filename})")})
-            except ValueError as error:
-                raise HTTPException(422, str(error)) from None
+        blobs = [(await upload.read(), f"files[{index}] ({upload.filename})") for index, upload in enumerate(files)]
+        try:
+            images = await run_in_threadpool(decode_images, blobs)
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from None
+        rows = [{predictor.features[0]: image} for image in images]
         return {"model": predictor.name, "predictions": await answer(rows)}
 
     @app.get("/metrics", tags=["operations"], response_class=Response)

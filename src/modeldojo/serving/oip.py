@@ -31,12 +31,15 @@ def rows_from_tensors(request: InferRequest) -> list[dict[str, Any]]:
     columns: dict[str, list[Any]] = {}
     for index, tensor in enumerate(request.inputs):
         data = [value for item in tensor.data for value in (item if isinstance(item, list) else [item])]
-        if any(size < 0 for size in tensor.shape):
-            raise ValueError(f"inputs[{index}] ({tensor.name}): negative shape {tensor.shape}")
-        if math.prod(tensor.shape) != len(data):
-            raise ValueError(f"inputs[{index}] ({tensor.name}): shape {tensor.shape} holds "
-                             f"{math.prod(tensor.shape)} values, data has {len(data)}")
-        if math.prod(tensor.shape[1:]) != 1:
+        # Checked before multiplying: a client-chosen shape of huge numbers would make math.prod itself slow.
+        if len(tensor.shape) > 2 or any(size < 0 or size > len(data) for size in tensor.shape):
+            raise ValueError(f"inputs[{index}] ({tensor.name}): shape {tensor.shape[:4]} does not fit "
+                             f"{len(data)} values (rows, or rows × 1)")
+        values = math.prod(tensor.shape)
+        if values != len(data):
+            raise ValueError(f"inputs[{index}] ({tensor.name}): shape {tensor.shape} holds {values} values, "
+                             f"data has {len(data)}")
+        if len(tensor.shape) == 2 and tensor.shape[1] != 1:
             raise ValueError(f"inputs[{index}] ({tensor.name}): one value per row expected, shape {tensor.shape}")
         if tensor.name in columns:
             raise ValueError(f"inputs[{index}]: input {tensor.name!r} given twice")
@@ -109,6 +112,6 @@ def add_routes(app: FastAPI, state, ready_predictor, answer, records) -> None:
             rows = rows_from_tensors(body)
         except ValueError as error:
             raise HTTPException(422, str(error)) from None
-        answers = await answer(records(predictor, rows))
+        answers = await answer(await records(predictor, rows))
         return {"model_name": predictor.name, "model_version": "1", "id": body.id,
                 "outputs": tensors_from_answers(predictor, answers, wanted)}

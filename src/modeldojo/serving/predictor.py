@@ -17,7 +17,11 @@ from ..errors import ConfigError, DataError, NotFoundError
 from ..tasks.base import Prediction
 
 BACKENDS = ("auto", "onnx", "native")
-MAX_IMAGE_PIXELS = 40_000_000  # a decompression bomb is refused before it is decoded
+# Decompression bombs: a few-kB PNG can declare a 40,000² canvas. Sizes are read from the header and refused
+# before decoding: per image, and per request (256 images × the per-image limit would still exhaust memory).
+MAX_IMAGE_PIXELS = 25_000_000
+MAX_REQUEST_PIXELS = 100_000_000
+IMAGE_FORMATS = ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"]  # never EPS (Ghostscript) or other plugins
 
 
 @dataclass
@@ -58,6 +62,7 @@ class Predictor:
     # -- requests ----------------------------------------------------------------------
     def records(self, items: list[Any]) -> list[dict[str, Any]]:
         """`inputs` of POST /predict → one record per row. Raises ValueError naming the item."""
+        budget = {"pixels": 0}  # per call: requests are decoded concurrently on a thread pool
         out = []
         for index, item in enumerate(items):
             if isinstance(item, str):
@@ -72,15 +77,20 @@ class Predictor:
                 raise ValueError(f"inputs[{index}]: missing column(s) {', '.join(map(repr, missing))}")
             record = {column: item[column] for column in self.features}
             for column, value in record.items():
-                record[column] = self._cell(value, f"inputs[{index}].{column}")
+                record[column] = self._cell(value, f"inputs[{index}].{column}", budget)
             out.append(record)
         return out
 
-    def _cell(self, value: Any, where: str) -> Any:
+    def _cell(self, value: Any, where: str, budget: dict[str, int]) -> Any:
         if self.task == "image":
             if not isinstance(value, str):
                 raise ValueError(f"{where}: expected a base64-encoded image")
-            return decode_image(value, where)
+            image = decode_image(value, where)
+            budget["pixels"] += image.width * image.height
+            if budget["pixels"] > MAX_REQUEST_PIXELS:
+                raise ValueError(f"{where}: the request's images hold over {MAX_REQUEST_PIXELS:,} pixels; send "
+                                 "fewer or smaller images per request")
+            return image
         if self.task == "text":
             if not isinstance(value, str):
                 raise ValueError(f"{where}: expected a string")
@@ -114,12 +124,24 @@ def decode_image(text: str, where: str):
 def decode_image_bytes(data: bytes, where: str):
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:  # from the header, nothing decoded yet
+                raise ValueError(f"{image.width}×{image.height} pixels, over the limit of {MAX_IMAGE_PIXELS:,}")
             return image.convert("RGB")
     except (OSError, Image.DecompressionBombError, ValueError) as error:
-        raise ValueError(f"{where}: not an image ({error})") from None
+        raise ValueError(f"{where}: not an image we take ({error})") from None
+
+
+def decode_images(blobs: list[tuple[bytes, str]]) -> list:
+    """Uploaded files (bytes, where) → RGB images, within the per-request pixel budget."""
+    images, pixels = [], 0
+    for data, where in blobs:
+        images.append(decode_image_bytes(data, where))
+        pixels += images[-1].width * images[-1].height
+        if pixels > MAX_REQUEST_PIXELS:
+            raise ValueError(f"{where}: the request's images hold over {MAX_REQUEST_PIXELS:,} pixels")
+    return images
 
 
 def plain(value: Any) -> Any:

@@ -172,14 +172,17 @@ def _cell_number(value) -> float:
     if _missing(value):
         return np.nan
     if isinstance(value, (bool, int, float, np.number, np.bool_)):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            return np.nan
         return np.nan if number in (np.inf, -np.inf) else number
     text = str(value).strip()
     if "_" in text:  # Python's float() takes 1_000; pandas does not
         return np.nan
     try:
         number = float(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         return np.nan
     return np.nan if number in (np.inf, -np.inf) else number
 
@@ -198,7 +201,10 @@ def _to_datetime(values: pd.Series) -> pd.Series:
         return values
     with warnings.catch_warnings():  # "could not infer format" is expected on mixed columns
         warnings.simplefilter("ignore")
-        return pd.to_datetime(values, errors="coerce", format="mixed")
+        stamps = pd.to_datetime(values, errors="coerce", format="mixed")
+        if not pd.api.types.is_datetime64_any_dtype(stamps):  # time zones mixed with naive times: read as UTC
+            stamps = pd.to_datetime(values, errors="coerce", format="mixed", utc=True)
+        return stamps
 
 
 def _as_text(values: pd.Series) -> pd.Series:

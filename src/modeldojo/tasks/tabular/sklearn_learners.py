@@ -10,8 +10,10 @@ from .learners import LEARNERS, Learner
 from .preprocess import category_codes
 
 SKOPS_FILE = "model.skops"
-# Only types from these libraries may be rebuilt from a model file.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+# Only types from these libraries may be rebuilt from a model file — no builtins (eval, getattr, … would be
+# callable references). Our learners' files need numpy.dtype, sklearn.tree._tree.Tree and the
+# HistGradientBoosting TreePredictor beyond skops' defaults.
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 
 
 class SklearnLearner(Learner):
