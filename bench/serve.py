@@ -4,8 +4,8 @@ same request bodies. Load: wrk from Debian's package on 127.0.0.1 (1 thread, 16 
 POST /predict with one row per request. Prints req/s, latency percentiles, errors and the ratio to the peer.
 
     .venv/bin/python examples/reviews_data.py && .venv/bin/dojo train examples/reviews.yaml
-    .venv/bin/python examples/ames_demo.py     # or any run of examples/ames.yaml
-    .venv/bin/python bench/serve.py            # ~3 min; needs `apt-get install wrk`
+    .venv/bin/python examples/ames_demo.py     # the ames-demo run (or --table-run NAME)
+    .venv/bin/python bench/serve.py            # ~5 min; needs `apt-get install wrk`
 """
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--text-run", default="reviews")
     parser.add_argument("--text-data", default="data/reviews_test.csv")
-    parser.add_argument("--table-run", default="ames")
+    parser.add_argument("--table-run", default="ames-demo")
     parser.add_argument("--table-data", default="data/ames.csv")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
@@ -190,8 +190,9 @@ def main() -> None:
                                    f"text · dojo serve, ONNX {name}"))
     if args.only in (None, "tabular"):
         exported = export(args.table_run, runs_dir=args.runs_dir)
-        backend = json.loads((Path(exported["folder"]) / "manifest.json").read_text())["preprocessing"]["backend"]
-        backend = "ONNX" if backend == "onnx" else "native LightGBM file (ONNX failed parity)"
+        preprocessing = json.loads((Path(exported["folder"]) / "manifest.json").read_text())["preprocessing"]
+        backend = "ONNX" if preprocessing["backend"] == "onnx" else \
+            f"native {preprocessing['learner']} file ({preprocessing['why_native']})"
         bodies = table_bodies(args, folder)
         results.append(measure([*naive, args.table_run, "PORT"], "/docs", bodies, args,
                                "tabular · naive FastAPI + LightGBM, per request"))

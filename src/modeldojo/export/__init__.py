@@ -1,4 +1,5 @@
 """Exporting a trained run: a self-contained folder (model, preprocessing, manifest.json), parity-checked.
 
-First cut of issue 6: ONNX for the text and image tasks (fp32, or int8 weights); tabular raises a clear error.
+ONNX for every task (fp32, int8 or fp16 weights for neural tasks); tabular learners without a faithful
+converter export their native file (tasks/tabular/export.py). `runtime.ExportedModel` runs a folder.
 """
