@@ -50,6 +50,14 @@ class SlowPredictor(Predictor):
         return super().predict_records(rows)
 
 
+def loading_until(release: threading.Event, runs):
+    """A model loader that blocks until `release` is set: the server stays in its loading state."""
+    def load():
+        release.wait(30)
+        return open_predictor("houses", runs)
+    return load
+
+
 def slow(runs, delay):
     predictor = open_predictor("houses", runs)
     slowed = SlowPredictor(**vars(predictor))
@@ -195,14 +203,8 @@ def test_batching_batches_under_concurrency(table_run):
 
 
 def test_ready_only_after_loading_and_warm_up_and_not_while_draining(table_run):
-    runs, _ = table_run
     release = threading.Event()
-
-    def load():
-        release.wait(30)
-        return open_predictor("houses", runs)
-
-    app = create_app(load)
+    app = create_app(loading_until(release, table_run[0]))
     with running(app, ready=False) as url:
         assert httpx.get(url + "/v2/health/live").status_code == 200
         loading = httpx.get(url + "/v2/health/ready")
@@ -393,14 +395,8 @@ def test_image_bombs_are_refused_from_the_header():
 
 
 def test_stopping_while_the_model_loads_never_turns_ready(table_run):
-    runs, _ = table_run
     release = threading.Event()
-
-    def load():
-        release.wait(30)
-        return open_predictor("houses", runs)
-
-    app = create_app(load)
+    app = create_app(loading_until(release, table_run[0]))
     with running(app, ready=False) as url:
         app.state.dojo.begin_drain()
         release.set()

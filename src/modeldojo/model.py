@@ -12,7 +12,7 @@ import pandas as pd
 from . import runs, tasks
 from .data import readers
 from .data.target import require_column, target_values
-from .errors import DataError, NotFoundError
+from .errors import NotFoundError
 from .evaluation import metrics as metrics_module
 from .tasks.base import Prediction, Task
 
@@ -92,11 +92,7 @@ class Model:
     def predict_frame(self, data) -> Prediction:
         """Full prediction: values, class probabilities and notes (e.g. unseen categories per column)."""
         frame = data if isinstance(data, pd.DataFrame) and "source" in data.attrs else readers.read(data)
-        missing = [c for c in self.features if c not in frame.columns]
-        if missing:
-            raise DataError(f"{readers.source_name(frame)}: missing {len(missing)} column(s) the model needs: "
-                            f"{', '.join(repr(c) for c in missing)}. Expected columns: "
-                            f"{', '.join(repr(c) for c in self.features)}")
+        readers.require_columns(readers.source_name(frame), frame.columns, self.features)
         return self._fitted().predict(frame[self.features])
 
     def predict(self, data) -> np.ndarray:

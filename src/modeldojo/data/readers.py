@@ -67,6 +67,15 @@ def source_name(frame: pd.DataFrame) -> str:
     return frame.attrs.get("source", "<data>")
 
 
+def require_columns(where: str, present, needed: list[str]) -> None:
+    """The one "missing columns" error for prediction inputs (files, frames, request records)."""
+    missing = [column for column in needed if column not in present]
+    if missing:
+        raise DataError(f"{where}: missing {len(missing)} column(s) the model needs: "
+                        f"{', '.join(repr(c) for c in missing)}. Expected columns: "
+                        f"{', '.join(repr(c) for c in needed)}")
+
+
 def _decode(path: Path, encoding: str) -> str:
     raw = path.read_bytes()
     if not raw.strip():

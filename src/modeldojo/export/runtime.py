@@ -46,7 +46,9 @@ class ExportedModel:
             raise TypeError("predict_proba: this is a regression model; use predict")
         return self._scores(frame)
 
-    def predict(self, frame: pd.DataFrame) -> Prediction:
+    def predict(self, frame: pd.DataFrame | list[dict]) -> Prediction:
+        """`frame` may also be records (dicts), as a server receives them; each task reads them its way
+        (tabular: cell by cell, with no DataFrame whose column types depend on the batch)."""
         scores = self._scores(frame)
         if self.kind == "regression":
             return Prediction(np.asarray(scores, dtype=float))

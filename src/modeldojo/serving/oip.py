@@ -14,6 +14,10 @@ from .schemas import InferRequest, InferResponse, ModelMetadata
 COLUMN_TYPES = {"numeric": "FP64", "categorical": "BYTES", "datetime": "BYTES"}
 
 
+def output_names(predictor) -> set[str]:
+    return {"value"} if predictor.kind == "regression" else {"label", "probabilities"}
+
+
 def metadata(predictor) -> dict[str, Any]:
     inputs = [{"name": column, "datatype": COLUMN_TYPES.get(predictor.column_types.get(column), "BYTES"),
                "shape": [-1]} for column in predictor.features]
@@ -104,7 +108,7 @@ def add_routes(app: FastAPI, state, ready_predictor, answer, records) -> None:
     async def infer(name: str, body: InferRequest) -> dict[str, Any]:
         predictor = known(name)
         wanted = {output.name for output in body.outputs} if body.outputs else None
-        available = {output["name"] for output in metadata(predictor)["outputs"]}
+        available = output_names(predictor)  # not metadata(): that lists every column, per request
         if wanted and wanted - available:
             raise HTTPException(422, f"unknown output(s) {sorted(wanted - available)}; this model has "
                                      f"{sorted(available)}")

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError, DataError, NotFoundError
+from ..data.readers import require_columns, source_name
+from ..errors import ConfigError, NotFoundError
 from ..tasks.base import Prediction
 
 BACKENDS = ("auto", "onnx", "native")
@@ -41,11 +42,11 @@ class Predictor:
         return self.model.predict_frame(frame)
 
     def predict_records(self, rows: list[dict[str, Any]]) -> Prediction:
-        """The server's batches. A tabular export encodes the records themselves, cell by cell — no
-        DataFrame, whose column types would depend on which requests share the batch."""
+        """The server's batches: an export reads the records itself (tabular cell by cell), the run's own model
+        from a DataFrame."""
         from ..export.runtime import ExportedModel
 
-        if self.task == "tabular" and isinstance(self.model, ExportedModel):
+        if isinstance(self.model, ExportedModel):
             return self.model.predict(rows)
         return self.predict(pd.DataFrame.from_records(rows, columns=self.features))
 
@@ -110,8 +111,6 @@ class Predictor:
 
 def decode_image(text: str, where: str):
     """base64 (or a data: URL) → RGB PIL image, fully decoded here so a broken file is the caller's 422."""
-    from PIL import Image
-
     if text.startswith("data:"):
         text = text.split(",", 1)[-1]
     try:
@@ -215,9 +214,5 @@ def _to_accelerator(task) -> str:
 
 def read_rows(predictor: Predictor, frame: pd.DataFrame) -> pd.DataFrame:
     """A batch file's rows, checked for the model's columns before any compute."""
-    missing = [column for column in predictor.features if column not in frame.columns]
-    if missing:
-        raise DataError(f"{frame.attrs.get('source', 'data')}: missing {len(missing)} column(s) the model needs: "
-                        f"{', '.join(map(repr, missing))}. Expected columns: "
-                        f"{', '.join(map(repr, predictor.features))}")
+    require_columns(source_name(frame), frame.columns, predictor.features)
     return frame

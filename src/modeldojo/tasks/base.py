@@ -95,15 +95,17 @@ class Task(ABC):
 
     @classmethod
     def exported_scorer(cls, folder: Path, manifest: dict[str, Any], threads: int = 0):
-        """scores(frame) → (rows, classes) probabilities, or (rows,) values for regression, from an export
-        folder. Default: model.onnx's logits through softmax / sigmoid."""
+        """scores(frame or records) → (rows, classes) probabilities, or (rows,) values for regression, from an
+        export folder. Default: model.onnx's logits through softmax / sigmoid."""
         from ..export import onnx_format
 
         session = onnx_format.session(Path(folder) / onnx_format.FILE, threads)
         feeds = cls.onnx_feeds(Path(folder), manifest["preprocessing"])
         kind, width = manifest["kind"], len(manifest.get("classes") or [])
 
-        def scores(frame: pd.DataFrame):
+        def scores(frame: pd.DataFrame | list[dict[str, Any]]):
+            if not isinstance(frame, pd.DataFrame):  # a server's records
+                frame = pd.DataFrame.from_records(frame, columns=manifest.get("inputs"))
             out = np.zeros((len(frame), width), dtype=np.float64)
             for rows, feed in feeds(frame):
                 out[rows] = activate(session.run(None, feed)[0].astype(np.float64), kind)

@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...errors import DataError
-from ...data.readers import source_name
+from ...data.readers import require_columns, source_name
 
 DATE_LIKE = re.compile(r"^\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 DATE_PARTS = ("year", "month", "day", "dayofweek", "dayofyear")
@@ -56,10 +55,7 @@ class Preprocessor:
     # -- applying ------------------------------------------------------------------------
     def transform(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
         """Model-ready features (floats and fixed-category pandas categoricals) and unseen-value counts."""
-        missing = [c for c in self.columns if c not in frame.columns]
-        if missing:
-            raise DataError(f"{source_name(frame)}: missing {len(missing)} column(s) the model was trained on: "
-                            f"{', '.join(repr(c) for c in missing)}")
+        require_columns(source_name(frame), frame.columns, list(self.columns))
         out: dict[str, Any] = {}
         unseen: dict[str, int] = {}
         for column, spec in self.columns.items():
@@ -86,14 +82,8 @@ class Preprocessor:
         every cell is read on its own, so a row's features never depend on the other rows of its batch.
         tests/test_export.py checks this against transform()."""
         records = not isinstance(data, pd.DataFrame)
-        if records:
-            missing = [c for c in self.columns if any(c not in row for row in data)]
-        else:
-            missing = [c for c in self.columns if c not in data.columns]
-        if missing:
-            where = "request" if records else source_name(data)
-            raise DataError(f"{where}: missing {len(missing)} column(s) the model was trained on: "
-                            f"{', '.join(repr(c) for c in missing)}")
+        for row in data if records else [data.columns]:
+            require_columns("request" if records else source_name(data), row, list(self.columns))
         if self._codes is None:  # category → code, built once per Preprocessor
             self._codes = {c: {name: float(i) for i, name in enumerate(spec["categories"])}
                            for c, spec in self.columns.items() if spec["type"] == "categorical"}

@@ -65,17 +65,17 @@ def length_batches(sequences: list[list[int]], batch_size: int, pad_id: int, max
     cost is linear in tokens, padded or not (measured: 8 served reviews padded to the longest took 23 ms,
     one at a time 8 × 1.9 ms), while one more model call costs ~0.1 ms."""
     order = np.argsort([-len(s) for s in sequences], kind="stable")
-    chosen: list[int] = []
+    groups: list[list[int]] = []
     tokens = 0
-    for index in order:
+    for index in order.tolist():
         length = len(sequences[index])
-        longest = len(sequences[chosen[0]]) if chosen else length
-        if chosen and (len(chosen) == batch_size or (len(chosen) + 1) * longest > (1 + max_padding) * (tokens + length)):
-            input_ids, mask = pad([sequences[i] for i in chosen], pad_id)
-            yield np.asarray(chosen), input_ids, mask
-            chosen, tokens = [], 0
-        chosen.append(int(index))
+        group = groups[-1] if groups else []
+        longest = len(sequences[group[0]]) if group else length
+        if not group or len(group) == batch_size or (len(group) + 1) * longest > (1 + max_padding) * (tokens + length):
+            groups.append([])
+            tokens = 0
+        groups[-1].append(index)
         tokens += length
-    if chosen:
-        input_ids, mask = pad([sequences[i] for i in chosen], pad_id)
-        yield np.asarray(chosen), input_ids, mask
+    for group in groups:
+        input_ids, mask = pad([sequences[i] for i in group], pad_id)
+        yield np.asarray(group), input_ids, mask
