@@ -15,16 +15,17 @@ from typing import Any, Callable
 
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from .. import __version__
-from . import oip
+from . import oip, openapi
 from ..errors import DataError
 from .batching import Closed, MicroBatcher, QueueFull
-from .guards import BearerAuth, BodyLimit, Measure
+from .guards import BearerAuth, BodyLimit, Measure, error_body
 from .metrics import CONTENT_TYPE, Metrics
-from .predictor import Predictor, decode_images
-from .schemas import PredictRequest, PredictResponse
+from .predictor import Predictor
+from .schemas import ERRORS, ErrorDetail, PredictRequest, PredictResponse
 
 log = logging.getLogger("uvicorn.error")  # printed in uvicorn's format, beside its own lines
 
@@ -65,7 +66,7 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
 
     def warm_and_serve(predictor: Predictor) -> None:
         for rows in sorted({1, settings.max_batch_size}):  # first calls allocate memory and pick kernels
-            predictor.predict_records(predictor.example_rows(rows).to_dict("records"))
+            predictor.predict_records(predictor.example_records(rows))
 
     def run_batch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         predictor = state.predictor
@@ -113,7 +114,7 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
             raise HTTPException(503, f"model {state.status}", headers={"Retry-After": str(settings.retry_after_s)})
         return state.predictor
 
-    async def answer(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def answer(rows: list[dict[str, Any]], invalid: int = 422) -> list[dict[str, Any]]:
         metrics.queue_depth.set(state.batcher.depth)
         try:
             return await asyncio.wait_for(state.batcher.submit(rows), settings.timeout_s)
@@ -125,42 +126,43 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
         except (asyncio.TimeoutError, TimeoutError):
             raise HTTPException(504, f"no answer within {settings.timeout_s:g} s") from None
         except (DataError, ValueError) as error:  # the rows themselves (found alone after the batch split)
-            raise HTTPException(422, str(error)) from None
+            raise HTTPException(invalid, str(error)) from None
 
-    async def records(predictor: Predictor, items: list[Any]) -> list[dict[str, Any]]:
+    async def records(predictor: Predictor, items: list[Any], invalid: int = 422) -> list[dict[str, Any]]:
         if len(items) > settings.max_items:
-            raise HTTPException(422, f"{len(items)} inputs in one request; at most {settings.max_items}")
+            raise HTTPException(invalid, f"{len(items)} inputs in one request; at most {settings.max_items}")
         try:
-            if predictor.task == "image":  # decoding images is real work: off the event loop
+            if predictor.codec.heavy:  # decoding (images) is real work: off the event loop
                 return await run_in_threadpool(predictor.records, items)
             return predictor.records(items)
         except ValueError as error:
-            raise HTTPException(422, str(error)) from None
+            raise HTTPException(invalid, str(error)) from None
 
-    @app.post("/predict", response_model=PredictResponse, tags=["predict"],
-              responses={422: {"description": "invalid inputs"}, 429: {"description": "queue full"},
-                         503: {"description": "not ready"}, 504: {"description": "timed out"}})
+    predict_errors = ERRORS(401, 413, 422, 429, 503, 504, body=ErrorDetail)
+
+    @app.post("/predict", response_model=PredictResponse, tags=["predict"], responses=predict_errors)
     async def predict(body: PredictRequest) -> dict[str, Any]:
         predictor = ready_predictor()
         return {"model": predictor.name, "predictions": await answer(await records(predictor, body.inputs))}
 
     @app.post("/predict/upload", response_model=PredictResponse, tags=["predict"],
-              responses={422: {"description": "not an image, or not an image model"}})
-    async def predict_upload(files: list[UploadFile] = File(description="image files")) -> dict[str, Any]:
+              responses={**predict_errors, **ERRORS(404, body=ErrorDetail)})
+    async def predict_upload(files: list[UploadFile] = File(description="files")) -> dict[str, Any]:
         predictor = ready_predictor()
-        if predictor.task != "image":
-            raise HTTPException(422, f"{predictor.task} model: send JSON to POST /predict")
+        if not predictor.codec.uploads:  # and the model's OpenAPI document leaves this route out
+            raise HTTPException(404, f"a {predictor.task} model takes no file uploads: send JSON to POST /predict")
         if len(files) > settings.max_items:
             raise HTTPException(422, f"{len(files)} files in one request; at most {settings.max_items}")
         blobs = [(await upload.read(), f"files[{index}] ({upload.filename})") for index, upload in enumerate(files)]
         try:
-            images = await run_in_threadpool(decode_images, blobs)
+            rows = await run_in_threadpool(predictor.codec.upload_records, blobs)
         except ValueError as error:
             raise HTTPException(422, str(error)) from None
-        rows = [{predictor.features[0]: image} for image in images]
         return {"model": predictor.name, "predictions": await answer(rows)}
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
+    @app.get("/metrics", tags=["operations"], response_class=Response,
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+                        **ERRORS(401, body=ErrorDetail)})
     async def prometheus() -> Response:
         if state.batcher:
             metrics.queue_depth.set(state.batcher.depth)
@@ -170,7 +172,19 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
+        return JSONResponse(error_body(request.url.path, str(error.detail)), error.status_code,
+                            headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = error.errors()
+        first = problems[0] if problems else {}
+        where = ".".join(str(part) for part in first.get("loc", ())) or "request"
+        message = f"{where}: {first.get('msg', 'invalid')}" + (f" ({len(problems) - 1} more)" if len(problems) > 1 else "")
+        v2 = request.url.path.startswith("/v2")
+        return JSONResponse(error_body(request.url.path, message), 400 if v2 else 422)
+
+    app.openapi = lambda: openapi.document(app, state, settings)
 
     # The last added runs first: measure everything, then authenticate, then limit the body.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -12,6 +12,12 @@ from .metrics import Metrics
 OPEN_PATHS = ("/v2/health/live",)  # liveness stays answerable without a token (orchestrators probe it)
 
 
+def error_body(path: str, message: str) -> dict[str, str]:
+    """The Open Inference Protocol's routes answer errors as {"error"} (what its clients read), the others as
+    {"detail"} (FastAPI's convention)."""
+    return {"error": message} if path.startswith("/v2") else {"detail": message}
+
+
 async def send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
     payload = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
@@ -29,7 +35,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._refuse(send)
+            return await self._refuse(scope, send)
         received, started, refused = 0, False, False
 
         async def counted_receive():
@@ -42,7 +48,7 @@ class BodyLimit:
                 if received > self.max_bytes and not refused:
                     refused = True
                     if not started:
-                        await self._refuse(send)
+                        await self._refuse(scope, send)
                     return {"type": "http.disconnect"}
             return message
 
@@ -55,9 +61,9 @@ class BodyLimit:
 
         await self.app(scope, counted_receive, tracked_send)
 
-    async def _refuse(self, send):
-        await send_json(send, 413, {"detail": f"request body over the limit of {self.max_bytes} bytes "
-                                              "(--max-body-bytes)"}, [(b"connection", b"close")])
+    async def _refuse(self, scope, send):
+        await send_json(send, 413, error_body(scope["path"], f"request body over the limit of {self.max_bytes} "
+                                                             "bytes (--max-body-bytes)"), [(b"connection", b"close")])
 
 
 class BearerAuth:
@@ -69,8 +75,9 @@ class BearerAuth:
             return await self.app(scope, receive, send)
         given = dict(scope["headers"]).get(b"authorization", b"")
         if not hmac.compare_digest(given, self.expected):  # constant time: no timing oracle on the key
-            return await send_json(send, 401, {"detail": "missing or invalid bearer token (Authorization: "
-                                                         "Bearer <api key>)"}, [(b"www-authenticate", b"Bearer")])
+            return await send_json(send, 401, error_body(scope["path"], "missing or invalid bearer token "
+                                                                        "(Authorization: Bearer <api key>)"),
+                                   [(b"www-authenticate", b"Bearer")])
         await self.app(scope, receive, send)
 
 

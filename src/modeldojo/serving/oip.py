@@ -1,53 +1,106 @@
-"""KServe Open Inference Protocol v2 routes (https://kserve.github.io/website/docs/concepts/architecture/
-data-plane/v2-protocol): health, model metadata and /infer, with one input tensor per model column."""
+"""KServe Open Inference Protocol v2 (https://kserve.github.io/website/docs/concepts/architecture/data-plane/
+v2-protocol), as its clients speak it (tritonclient is tested): health, server and model metadata, and /infer
+with one input tensor per model column, rows along the first axis.
+
+- The body is read as JSON whatever its Content-Type (tritonclient sends none).
+- The binary tensor data extension: with an `Inference-Header-Content-Length` header the body is that many
+  bytes of JSON, then each input's raw bytes in order (`parameters.binary_data_size`); BYTES elements are a
+  4-byte little-endian length and the bytes. Outputs come back the same way when the request asks
+  (`binary_data_output`, or an output's `binary_data`), as tritonclient does by default.
+- Errors are `{"error": "..."}`, which is what the protocol's clients read."""
 from __future__ import annotations
 
+import json
 import math
+import struct
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import JSONResponse
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 
 from .. import __version__
-from .schemas import InferRequest, InferResponse, ModelMetadata
+from .schemas import ERRORS, InferRequest, InferResponse, ModelMetadata, ModelReady
 
-COLUMN_TYPES = {"numeric": "FP64", "categorical": "BYTES", "datetime": "BYTES"}
-
-
-def output_names(predictor) -> set[str]:
-    return {"value"} if predictor.kind == "regression" else {"label", "probabilities"}
+HEADER = "inference-header-content-length"
+NUMPY_TYPES = {"BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "INT8": "i1",
+               "INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8"}
+RESERVED = {"binary_data_output", "binary_data", "binary_data_size"}  # the extension's own parameters
+TAGS = ["open inference protocol"]
 
 
 def metadata(predictor) -> dict[str, Any]:
-    inputs = [{"name": column, "datatype": COLUMN_TYPES.get(predictor.column_types.get(column), "BYTES"),
-               "shape": [-1]} for column in predictor.features]
-    if predictor.kind == "regression":
-        outputs = [{"name": "value", "datatype": "FP64", "shape": [-1]}]
-    else:
-        outputs = [{"name": "label", "datatype": "BYTES", "shape": [-1]},
-                   {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(predictor.classes or [])]}]
+    codec = predictor.codec
+    inputs = [{"name": column, "datatype": codec.tensor_datatypes(column)[0], "shape": [-1]}
+              for column in predictor.features]
     platform = "onnxruntime_onnx" if predictor.backend == "onnx" else f"modeldojo_{predictor.task}"
-    return {"name": predictor.name, "versions": ["1"], "platform": platform, "inputs": inputs, "outputs": outputs}
+    return {"name": predictor.name, "versions": ["1"], "platform": platform, "inputs": inputs,
+            "outputs": codec.outputs()}
 
 
-def rows_from_tensors(request: InferRequest) -> list[dict[str, Any]]:
-    """Input tensors (rows along axis 0, row-major data) → one record per row. Raises ValueError."""
-    columns: dict[str, list[Any]] = {}
+# -- requests ----------------------------------------------------------------------------
+def parse(body: bytes, header_length: str | None) -> tuple[InferRequest, list[bytes | None]]:
+    """The request and, per input, its binary data (None where the JSON holds it). Raises ValueError."""
+    if header_length is not None:
+        if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
+            raise ValueError(f"Inference-Header-Content-Length {header_length[:20]!r} does not fit a body of "
+                             f"{len(body)} bytes")
+        header, binary = body[:int(header_length)], body[int(header_length):]
+    else:
+        header, binary = body, b""
+    try:
+        request = InferRequest.model_validate_json(header)
+    except ValidationError as error:
+        raise ValueError(f"invalid inference request: {_first_error(error)}") from None
+    raws, offset = [], 0
     for index, tensor in enumerate(request.inputs):
-        data = [value for item in tensor.data for value in (item if isinstance(item, list) else [item])]
+        size = (tensor.parameters or {}).get("binary_data_size")
+        if size is None:
+            if tensor.data is None:
+                raise ValueError(f"inputs[{index}] ({tensor.name}): no data and no binary_data_size")
+            raws.append(None)
+            continue
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or tensor.data is not None:
+            raise ValueError(f"inputs[{index}] ({tensor.name}): binary_data_size must be a whole number of bytes, "
+                             "with no JSON data beside it")
+        if offset + size > len(binary):
+            raise ValueError(f"inputs[{index}] ({tensor.name}): binary_data_size {size} runs past the body's "
+                             f"{len(binary)} bytes of binary data")
+        raws.append(binary[offset:offset + size])
+        offset += size
+    if offset != len(binary):
+        raise ValueError(f"{len(binary) - offset} bytes of binary data belong to no input")
+    return request, raws
+
+
+def rows_from_tensors(request: InferRequest, raws: list[bytes | None], codec) -> list[dict[str, Any]]:
+    """Input tensors → one record per row (cells still to be checked by the codec). Raises ValueError."""
+    columns: dict[str, list[Any]] = {}
+    for index, (tensor, raw) in enumerate(zip(request.inputs, raws)):
+        where = f"inputs[{index}] ({tensor.name})"
+        if tensor.name not in codec.features:
+            raise ValueError(f"{where}: this model has no input {tensor.name!r}; it takes "
+                             f"{', '.join(codec.features)}")
+        if tensor.name in columns:
+            raise ValueError(f"{where}: input given twice")
+        allowed = codec.tensor_datatypes(tensor.name)
+        if tensor.datatype not in allowed:
+            raise ValueError(f"{where}: datatype {tensor.datatype[:20]!r}; this input takes {', '.join(allowed)}")
+        data = _flatten(tensor.data) if raw is None else _from_binary(raw, tensor.datatype, where)
         # Checked before multiplying: a client-chosen shape of huge numbers would make math.prod itself slow.
         if len(tensor.shape) > 2 or any(size < 0 or size > len(data) for size in tensor.shape):
-            raise ValueError(f"inputs[{index}] ({tensor.name}): shape {tensor.shape[:4]} does not fit "
-                             f"{len(data)} values (rows, or rows × 1)")
-        values = math.prod(tensor.shape)
-        if values != len(data):
-            raise ValueError(f"inputs[{index}] ({tensor.name}): shape {tensor.shape} holds {values} values, "
-                             f"data has {len(data)}")
+            raise ValueError(f"{where}: shape {tensor.shape[:4]} does not fit {len(data)} values (rows, or rows × 1)")
+        if math.prod(tensor.shape) != len(data):
+            raise ValueError(f"{where}: shape {tensor.shape} holds {math.prod(tensor.shape)} values, data has "
+                             f"{len(data)}")
         if len(tensor.shape) == 2 and tensor.shape[1] != 1:
-            raise ValueError(f"inputs[{index}] ({tensor.name}): one value per row expected, shape {tensor.shape}")
-        if tensor.name in columns:
-            raise ValueError(f"inputs[{index}]: input {tensor.name!r} given twice")
+            raise ValueError(f"{where}: one value per row expected, shape {tensor.shape}")
         columns[tensor.name] = data
+    missing = [column for column in codec.features if column not in columns]
+    if missing:
+        raise ValueError(f"missing input(s) {', '.join(map(repr, missing))}; this model takes "
+                         f"{', '.join(codec.features)}")
     counts = {len(values) for values in columns.values()}
     if len(counts) != 1:
         raise ValueError(f"inputs have different row counts: {sorted(counts)}")
@@ -57,65 +110,140 @@ def rows_from_tensors(request: InferRequest) -> list[dict[str, Any]]:
     return [{name: values[row] for name, values in columns.items()} for row in range(rows)]
 
 
-def tensors_from_answers(predictor, answers: list[dict[str, Any]], wanted: set[str] | None) -> list[dict]:
-    rows = len(answers)
-    if predictor.kind == "regression":
-        outputs = [{"name": "value", "shape": [rows], "datatype": "FP64", "data": [a["value"] for a in answers]}]
-    else:
-        classes = [str(name) for name in predictor.classes]
-        outputs = [{"name": "label", "shape": [rows], "datatype": "BYTES", "data": [str(a["label"]) for a in answers]},
-                   {"name": "probabilities", "shape": [rows, len(classes)], "datatype": "FP64",
-                    "data": [a["probabilities"][name] for a in answers for name in classes]}]
-    return [output for output in outputs if wanted is None or output["name"] in wanted]
+def _flatten(data: list[Any]) -> list[Any]:
+    return [value for item in data for value in (_flatten(item) if isinstance(item, list) else [item])]
+
+
+def _from_binary(raw: bytes, datatype: str, where: str) -> list[Any]:
+    if datatype == "BYTES":
+        values, offset = [], 0
+        while offset < len(raw):
+            if offset + 4 > len(raw):
+                raise ValueError(f"{where}: BYTES data ends inside an element's 4-byte length")
+            (length,) = struct.unpack_from("<I", raw, offset)
+            if offset + 4 + length > len(raw):
+                raise ValueError(f"{where}: a BYTES element of {length} bytes runs past the tensor's data")
+            values.append(raw[offset + 4:offset + 4 + length])
+            offset += 4 + length
+        return values
+    dtype = np.dtype(NUMPY_TYPES[datatype])
+    if len(raw) % dtype.itemsize:
+        raise ValueError(f"{where}: {len(raw)} bytes is not a whole number of {datatype} values")
+    return np.frombuffer(raw, dtype=dtype).tolist()
+
+
+# -- answers -----------------------------------------------------------------------------
+def response(predictor, request: InferRequest, answers: list[dict[str, Any]]) -> Response:
+    codec = predictor.codec
+    wanted = {output.name: output for output in request.outputs} if request.outputs else None
+    binary_default = bool((request.parameters or {}).get("binary_data_output", False))
+    datatypes = {output["name"]: output["datatype"] for output in codec.outputs()}
+    outputs, blobs = [], []
+    for name, (shape, data) in codec.output_tensors(answers).items():
+        if wanted is not None and name not in wanted:
+            continue
+        binary = binary_default if wanted is None else \
+            bool((wanted[name].parameters or {}).get("binary_data", binary_default))
+        output: dict[str, Any] = {"name": name, "datatype": datatypes[name], "shape": shape}
+        if binary:
+            blobs.append(_to_binary(data, datatypes[name]))
+            output["parameters"] = {"binary_data_size": len(blobs[-1])}
+        else:
+            output["data"] = data
+        outputs.append(output)
+    body: dict[str, Any] = {"model_name": predictor.name, "model_version": "1", "outputs": outputs}
+    if request.id is not None:
+        body["id"] = request.id
+    passed = {key: value for key, value in (request.parameters or {}).items() if key not in RESERVED}
+    if passed:
+        body["parameters"] = passed
+    header = json.dumps(body, allow_nan=False).encode()
+    if not blobs:
+        return Response(header, media_type="application/json")
+    return Response(header + b"".join(blobs), media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(header))})
+
+
+def _to_binary(data: list[Any], datatype: str) -> bytes:
+    if datatype == "BYTES":
+        encoded = [str(value).encode() for value in data]
+        return b"".join(struct.pack("<I", len(item)) + item for item in encoded)
+    values = [np.nan if value is None else value for value in data]
+    return np.asarray(values, dtype=NUMPY_TYPES[datatype]).tobytes()
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or "body"
+    return f"{where}: {first.get('msg')}" + (f" ({error.error_count() - 1} more)" if error.error_count() > 1 else "")
+
+
+# -- routes ------------------------------------------------------------------------------
+INFER_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"},
+                                 "description": "binary tensor data extension: Inference-Header-Content-Length "
+                                                "bytes of JSON (an InferRequest), then the inputs' raw data"}}}}
+INFER_OK = {200: {"description": "outputs (JSON, or JSON then binary data when asked)",
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferResponse"}},
+                              "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
 def add_routes(app: FastAPI, state, ready_predictor, answer, records) -> None:
-    def known(name: str):
+    def known(name: str, version: str = "1"):
         predictor = ready_predictor()
-        if name != predictor.name:
-            raise HTTPException(404, f"no model {name!r}; this server has {predictor.name!r}")
+        if name != predictor.name or version != "1":
+            raise HTTPException(404, f"no model {name!r} version {version!r}; this server has "
+                                     f"{predictor.name!r} version '1'")
         return predictor
 
-    @app.get("/v2", tags=["open inference protocol"])
+    @app.get("/v2", tags=TAGS, responses=ERRORS(401))
     async def server_metadata() -> dict[str, Any]:
-        return {"name": "modeldojo", "version": __version__, "extensions": []}
+        return {"name": "modeldojo", "version": __version__, "extensions": ["binary_tensor_data"]}
 
-    @app.get("/v2/health/live", tags=["open inference protocol"])
+    @app.get("/v2/health/live", tags=TAGS, responses=ERRORS(500))
     async def live() -> JSONResponse:
         if state.status == "failed":
             return JSONResponse({"live": False, "error": state.error}, 500)
         return JSONResponse({"live": True})
 
-    @app.get("/v2/health/ready", tags=["open inference protocol"])
+    @app.get("/v2/health/ready", tags=TAGS, responses=ERRORS(401, 503))
     async def ready() -> JSONResponse:
         if state.status != "ready":
-            return JSONResponse({"ready": False, "status": state.status}, 503, headers={"Retry-After": "1"})
+            return JSONResponse({"error": f"model {state.status}"}, 503, headers={"Retry-After": "1"})
         return JSONResponse({"ready": True})
 
-    @app.get("/v2/models/{name}", response_model=ModelMetadata, tags=["open inference protocol"])
-    async def model_metadata(name: str) -> dict[str, Any]:
-        return metadata(known(name))
+    @app.get("/v2/models/{name}", response_model=ModelMetadata, tags=TAGS, responses=ERRORS(401, 404, 503))
+    @app.get("/v2/models/{name}/versions/{version}", response_model=ModelMetadata, tags=TAGS,
+             responses=ERRORS(401, 404, 503))
+    async def model_metadata(name: str, version: str = "1") -> dict[str, Any]:
+        return metadata(known(name, version))
 
-    @app.get("/v2/models/{name}/ready", tags=["open inference protocol"])
-    async def model_ready(name: str) -> dict[str, Any]:
-        known(name)
+    @app.get("/v2/models/{name}/ready", response_model=ModelReady, tags=TAGS, responses=ERRORS(401, 404, 503))
+    @app.get("/v2/models/{name}/versions/{version}/ready", response_model=ModelReady, tags=TAGS,
+             responses=ERRORS(401, 404, 503))
+    async def model_ready(name: str, version: str = "1") -> dict[str, Any]:
+        known(name, version)
         return {"name": name, "ready": True}
 
-    @app.post("/v2/models/{name}/infer", response_model=InferResponse, tags=["open inference protocol"],
-              responses={404: {"description": "unknown model"}, 422: {"description": "invalid tensors"},
-                         429: {"description": "queue full"}, 503: {"description": "not ready"},
-                         504: {"description": "timed out"}})
-    async def infer(name: str, body: InferRequest) -> dict[str, Any]:
-        predictor = known(name)
-        wanted = {output.name for output in body.outputs} if body.outputs else None
-        available = output_names(predictor)  # not metadata(): that lists every column, per request
-        if wanted and wanted - available:
-            raise HTTPException(422, f"unknown output(s) {sorted(wanted - available)}; this model has "
-                                     f"{sorted(available)}")
+    @app.post("/v2/models/{name}/infer", tags=TAGS, openapi_extra=INFER_BODY,
+              responses={**INFER_OK, **ERRORS(400, 401, 404, 413, 429, 503, 504)})
+    @app.post("/v2/models/{name}/versions/{version}/infer", tags=TAGS, openapi_extra=INFER_BODY,
+              responses={**INFER_OK, **ERRORS(400, 401, 404, 413, 429, 503, 504)})
+    async def infer(name: str, request: Request, version: str = "1") -> Response:
+        predictor = known(name, version)
+        body = await request.body()
         try:
-            rows = rows_from_tensors(body)
+            parsed, raws = parse(body, request.headers.get(HEADER))
+            wanted = {output.name for output in parsed.outputs or []}
+            available = {output["name"] for output in predictor.codec.outputs()}
+            if wanted - available:
+                raise ValueError(f"unknown output(s) {sorted(wanted - available)}; this model has "
+                                 f"{sorted(available)}")
+            rows = rows_from_tensors(parsed, raws, predictor.codec)
         except ValueError as error:
-            raise HTTPException(422, str(error)) from None
-        answers = await answer(await records(predictor, rows))
-        return {"model_name": predictor.name, "model_version": "1", "id": body.id,
-                "outputs": tensors_from_answers(predictor, answers, wanted)}
+            raise HTTPException(400, str(error)) from None
+        return response(predictor, parsed, await answer(await records(predictor, rows, 400), 400))
+
+
+__all__ = ["add_routes", "metadata", "InferResponse"]

@@ -1,28 +1,21 @@
 """What the server and `dojo predict` run: an export folder through ONNX Runtime by default, or the run's own
-model (PyTorch / the booster's library) as the fallback — one `predict(frame) → Prediction` either way — plus
-the request decoding each task needs (records, texts, base64 images) and the JSON the answers go out as."""
+model (PyTorch / the booster's library) as the fallback — one `predict(frame) → Prediction` either way. How
+requests are decoded and answers encoded is the task's codec (tasks/codec.py): nothing here names a task."""
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from .. import tasks
 from ..data.readers import require_columns, source_name
 from ..errors import ConfigError, NotFoundError
 from ..tasks.base import Prediction
+from ..tasks.codec import Codec, Signature
 
 BACKENDS = ("auto", "onnx", "native")
-# Decompression bombs: a few-kB PNG can declare a 40,000² canvas. Sizes are read from the header and refused
-# before decoding: per image, and per request (256 images × the per-image limit would still exhaust memory).
-MAX_IMAGE_PIXELS = 25_000_000
-MAX_REQUEST_PIXELS = 100_000_000
-IMAGE_FORMATS = ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"]  # never EPS (Ghostscript) or other plugins
 
 
 @dataclass
@@ -37,6 +30,12 @@ class Predictor:
     source: str
     column_types: dict[str, str] = field(default_factory=dict)  # tabular: numeric / categorical / datetime
     device: str = "cpu"  # where a native neural model runs (cuda when the machine has a GPU)
+    codec: Codec | None = None  # the task's wire format, built from the fields above
+
+    def __post_init__(self) -> None:
+        if self.codec is None:
+            signature = Signature(self.name, self.task, self.kind, self.classes, self.features, self.column_types)
+            self.codec = tasks.get(self.task).codec(signature)
 
     def predict(self, frame: pd.DataFrame) -> Prediction:
         return self.model.predict_frame(frame)
@@ -50,102 +49,16 @@ class Predictor:
             return self.model.predict(rows)
         return self.predict(pd.DataFrame.from_records(rows, columns=self.features))
 
-    def example_rows(self, rows: int) -> pd.DataFrame:
+    def example_records(self, rows: int) -> list[dict[str, Any]]:
         """Rows to warm the model up with (the first calls allocate and pick kernels)."""
-        if self.task == "text":
-            return pd.DataFrame({column: ["a short text to warm the model up"] * rows for column in self.features})
-        if self.task == "image":
-            from PIL import Image
+        return self.codec.example_records(rows)
 
-            return pd.DataFrame({self.features[0]: [Image.new("RGB", (64, 64), (127, 127, 127))] * rows})
-        return pd.DataFrame({column: [None] * rows for column in self.features})
-
-    # -- requests ----------------------------------------------------------------------
     def records(self, items: list[Any]) -> list[dict[str, Any]]:
         """`inputs` of POST /predict → one record per row. Raises ValueError naming the item."""
-        budget = {"pixels": 0}  # per call: requests are decoded concurrently on a thread pool
-        out = []
-        for index, item in enumerate(items):
-            if isinstance(item, str):
-                if len(self.features) != 1 or self.task == "tabular":
-                    raise ValueError(f"inputs[{index}]: give an object with the columns "
-                                     f"{', '.join(self.features)}")
-                item = {self.features[0]: item}
-            if not isinstance(item, dict):
-                raise ValueError(f"inputs[{index}]: expected an object or a string, got {type(item).__name__}")
-            missing = [column for column in self.features if column not in item]
-            if missing:
-                raise ValueError(f"inputs[{index}]: missing column(s) {', '.join(map(repr, missing))}")
-            record = {column: item[column] for column in self.features}
-            for column, value in record.items():
-                record[column] = self._cell(value, f"inputs[{index}].{column}", budget)
-            out.append(record)
-        return out
-
-    def _cell(self, value: Any, where: str, budget: dict[str, int]) -> Any:
-        if self.task == "image":
-            if not isinstance(value, str):
-                raise ValueError(f"{where}: expected a base64-encoded image")
-            image = decode_image(value, where)
-            budget["pixels"] += image.width * image.height
-            if budget["pixels"] > MAX_REQUEST_PIXELS:
-                raise ValueError(f"{where}: the request's images hold over {MAX_REQUEST_PIXELS:,} pixels; send "
-                                 "fewer or smaller images per request")
-            return image
-        if self.task == "text":
-            if not isinstance(value, str):
-                raise ValueError(f"{where}: expected a string")
-            return value
-        if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise ValueError(f"{where}: expected a number, a string or null, got {type(value).__name__}")
-        return value
+        return self.codec.records(items)
 
     def answers(self, prediction: Prediction) -> list[dict[str, Any]]:
-        """One JSON object per row: {"value"} for regression, {"label", "probabilities"} for classifiers."""
-        if self.kind == "regression":
-            return [{"value": float(value)} for value in prediction.values]
-        classes = [str(name) for name in prediction.classes]
-        return [{"label": plain(label), "probabilities": dict(zip(classes, map(float, row)))}
-                for label, row in zip(prediction.values, prediction.probabilities)]
-
-
-def decode_image(text: str, where: str):
-    """base64 (or a data: URL) → RGB PIL image, fully decoded here so a broken file is the caller's 422."""
-    if text.startswith("data:"):
-        text = text.split(",", 1)[-1]
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise ValueError(f"{where}: not valid base64 ({error})") from None
-    return decode_image_bytes(data, where)
-
-
-def decode_image_bytes(data: bytes, where: str):
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:  # from the header, nothing decoded yet
-                raise ValueError(f"{image.width}×{image.height} pixels, over the limit of {MAX_IMAGE_PIXELS:,}")
-            return image.convert("RGB")
-    except (OSError, Image.DecompressionBombError, ValueError) as error:
-        raise ValueError(f"{where}: not an image we take ({error})") from None
-
-
-def decode_images(blobs: list[tuple[bytes, str]]) -> list:
-    """Uploaded files (bytes, where) → RGB images, within the per-request pixel budget."""
-    images, pixels = [], 0
-    for data, where in blobs:
-        images.append(decode_image_bytes(data, where))
-        pixels += images[-1].width * images[-1].height
-        if pixels > MAX_REQUEST_PIXELS:
-            raise ValueError(f"{where}: the request's images hold over {MAX_REQUEST_PIXELS:,} pixels")
-    return images
-
-
-def plain(value: Any) -> Any:
-    """numpy scalars → Python values for JSON."""
-    return value.item() if isinstance(value, np.generic) else value
+        return self.codec.answers(prediction)
 
 
 def open_predictor(reference: str | Path, runs_dir: str | Path = "runs", backend: str = "auto",

@@ -7,9 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"inputs": ["Great coffee, arrived fast."]},
-        {"inputs": [{"size": 120.5, "rooms": 3, "city": "north", "built": "2004-05-01"}]}]})
+    """The generic shape; the served model's OpenAPI document replaces it with the model's own columns."""
+    model_config = ConfigDict(extra="forbid")
     inputs: list[Union[str, dict[str, Any]]] = Field(
         min_length=1, description="Rows to predict: objects with the model's columns (tables), strings (text "
                                   "with one column), base64 strings (images)")
@@ -26,7 +25,7 @@ class InferInput(BaseModel):
     name: str
     shape: list[int] = Field(min_length=1)
     datatype: str
-    data: list[Any]
+    data: list[Any] | None = None  # absent when the tensor travels as binary data (parameters.binary_data_size)
     parameters: dict[str, Any] | None = None
 
 
@@ -48,13 +47,15 @@ class InferOutput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    data: list[Any] | None = None
+    parameters: dict[str, Any] | None = None
 
 
 class InferResponse(BaseModel):
     model_name: str
     model_version: str | None = None
     id: str | None = None
+    parameters: dict[str, Any] | None = None
     outputs: list[InferOutput]
 
 
@@ -70,3 +71,29 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class ErrorMessage(BaseModel):
+    """The Open Inference Protocol's error body (what its clients read)."""
+    error: str
+
+
+class ErrorDetail(BaseModel):
+    """The error body of the other routes."""
+    detail: str
+
+
+REASONS = {400: "invalid request (the message says what and where)", 401: "missing or invalid bearer token",
+           404: "unknown model or version", 413: "request body over --max-body-bytes",
+           422: "invalid inputs (the message names the item and column)", 429: "queue full: retry after a moment",
+           500: "the model failed to load", 503: "not ready: loading or draining", 504: "no answer within --timeout"}
+
+
+def ERRORS(*statuses: int, body: type[BaseModel] = ErrorMessage) -> dict[int, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, each with the body the server sends."""
+    return {status: {"model": body, "description": REASONS[status]} for status in statuses}

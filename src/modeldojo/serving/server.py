@@ -12,8 +12,7 @@ from pathlib import Path
 from .app import Settings, create_app
 from .predictor import open_predictor
 
-ENVIRONMENT = "MODELDOJO_SERVE"
-IMAGE_BODY_BYTES = 16 << 20  # a few photos as base64  # how worker processes get their settings (uvicorn imports the app anew)
+ENVIRONMENT = "MODELDOJO_SERVE"  # how worker processes get their settings (uvicorn imports the app anew)
 
 
 def app_from_environment():
@@ -39,8 +38,11 @@ def serve(reference: str, *, runs_dir: str = "runs", host: str = "127.0.0.1", po
           log_level: str = "info", **settings) -> None:
     import uvicorn
 
-    if task_of(reference, runs_dir) == "image" and "max_body_bytes" not in settings:
-        settings["max_body_bytes"] = IMAGE_BODY_BYTES
+    from .. import tasks
+
+    body_limit = tasks.get(task_of(reference, runs_dir)).codec.max_body_bytes  # photos need more than tables
+    if body_limit and "max_body_bytes" not in settings:
+        settings["max_body_bytes"] = body_limit
     cores = os.cpu_count() or 1
     options = {"reference": str(reference), "runs_dir": str(runs_dir), "backend": backend, "name": name,
                "threads": threads or max(1, cores // workers), "settings": asdict(Settings(**settings))}

@@ -17,6 +17,7 @@ import pandas as pd
 from ..config import Config
 from ..events import EventBus
 from ..registry import Registry
+from .codec import Codec
 
 TASKS: Registry[type["Task"]] = Registry("task")
 
@@ -50,6 +51,10 @@ class Task(ABC):
     name: ClassVar[str]
     supported_kinds: ClassVar[tuple[str, ...]] = ("regression", "binary", "multiclass")
     row_label_checks: ClassVar[bool] = True  # whether the table-model label-error check makes sense
+    # A neural task trains with torch (tuning shares torch's threads between its workers).
+    neural: ClassVar[bool] = False
+    # How a served model of this task reads requests and writes answers (serving/ calls only this).
+    codec: ClassVar[type[Codec]] = Codec
 
     def __init__(self, config: Config, kind: str, target: str) -> None:
         self.config, self.kind, self.target = config, kind, target

@@ -14,10 +14,8 @@ import warnings
 from dataclasses import replace
 from typing import Any
 
-from .. import api, events as ev
+from .. import api, events as ev, tasks
 from . import study as study_module
-
-NEURAL_TASKS = ("text", "image")
 
 
 def score_trial(prepared, report) -> dict[str, float]:
@@ -54,7 +52,7 @@ def share_threads(prepared, workers: int):
         return prepared, None
     threads = max(1, cores() // workers)
     previous = None
-    if prepared.task_name in NEURAL_TASKS:
+    if tasks.get(prepared.task_name).neural:
         import torch
 
         previous = torch.get_num_threads()

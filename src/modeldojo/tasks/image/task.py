@@ -15,6 +15,7 @@ from ...errors import ConfigError, DataError
 from ...events import STAGE, EventBus
 from ...evaluation import metrics as metrics_module
 from ..base import TASKS, Prediction, Task, neural_search_space
+from .codec import ImageCodec
 
 # backbones / pipeline import torch: loaded on first use, so a tabular-only install can list every task.
 
@@ -74,6 +75,8 @@ class _Trainee:
 @TASKS.register("image")
 class ImageTask(Task):
     name = "image"
+    neural = True
+    codec = ImageCodec
     supported_kinds = ("binary", "multiclass")
     row_label_checks = False  # the table-model label-error check cannot read pixels
 

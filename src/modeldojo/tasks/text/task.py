@@ -20,6 +20,7 @@ from ...evaluation import metrics as metrics_module
 from ..base import TASKS, Prediction, Task, neural_search_space
 from . import data as text_data
 from . import model as text_model
+from .codec import TextCodec
 
 HUB_DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
 STATE_FILE = "text.json"
@@ -110,6 +111,8 @@ def _loss(weights, multilabel: bool):
 @TASKS.register("text")
 class TextTask(Task):
     name = "text"
+    neural = True
+    codec = TextCodec
     supported_kinds = ("binary", "multiclass", "multilabel")
     row_label_checks = False  # the label-error check models table columns, not prose
 
