@@ -47,10 +47,19 @@ def test_text_export_is_self_contained_and_matches_the_model(text_run):
 
 
 def test_int8_export_passes_its_own_tolerance(text_run):
+    """The run's 18 validation rows: each label int8 flips moves accuracy by 5.6 points against an allowed 0.5,
+    so the drop is judged against the allowed drop plus what the changed rows explain by chance (issue 12: 5
+    changed labels, accuracy 0.61 → 0.44, failed one fresh clone). The rule itself, on fixed predictions:
+    tests/test_export_parity.py."""
     runs, _, _ = text_run
     result = export("t", runs_dir=runs, quantize="int8")
-    assert result["parity"]["passed"] and result["folder"].endswith("onnx-int8")
-    assert result["parity"]["max_abs_diff_allowed"] == 0.15
+    parity = result["parity"]
+    assert parity["passed"], parity
+    assert result["folder"].endswith("onnx-int8") and parity["decided_by"] == "both within tolerance"
+    assert parity["max_abs_diff_allowed"] == 0.15 and parity["max_metric_drop_allowed"] == 0.005
+    assert parity["rows"] == 18 and parity["changed_rows"] == round((1 - parity["agreement"]) * 18)
+    assert parity["metric_drop"] <= parity["metric_drop_limit"]
+    assert parity["metric_drop_limit"] == pytest.approx(0.005 + parity["metric_drop_noise"])
 
 
 def test_a_broken_export_is_refused_and_leaves_nothing(text_run, monkeypatch):
@@ -72,11 +81,12 @@ def test_a_broken_export_is_refused_and_leaves_nothing(text_run, monkeypatch):
         return preprocessing
 
     monkeypatch.setattr(TextTask, "export_onnx", sabotaged)
-    with pytest.raises(ParityError, match="parity failed") as caught:
+    with pytest.raises(ParityError, match="parity failed on 18 rows") as caught:
         export("t", runs_dir=runs, out=runs / "broken")
     assert caught.value.exit_code == 6
     assert not (runs / "broken").exists() and not (runs / "broken.partial").exists()
-    assert json.loads((runs / "t" / "export_parity_failed.json").read_text())["passed"] is False
+    failed = json.loads((runs / "t" / "export_parity_failed.json").read_text())
+    assert failed["passed"] is False and failed["decided_by"].startswith("largest probability difference")
     forced = export("t", runs_dir=runs, out=runs / "forced", force=True)
     assert forced["forced"] and read_manifest(runs / "forced")["parity"]["passed"] is False
 
