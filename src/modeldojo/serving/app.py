@@ -138,7 +138,7 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
         except ValueError as error:
             raise HTTPException(invalid, str(error)) from None
 
-    predict_errors = ERRORS(401, 413, 422, 429, 503, 504, body=ErrorDetail)
+    predict_errors = ERRORS(400, 401, 413, 422, 429, 503, 504, body=ErrorDetail)  # 400: an unreadable body
 
     @app.post("/predict", response_model=PredictResponse, tags=["predict"], responses=predict_errors)
     async def predict(body: PredictRequest) -> dict[str, Any]:

@@ -1,7 +1,12 @@
-"""KServe Open Inference Protocol v2 as its users speak it: the real `tritonclient[http]` client, unchanged,
-against a running server (127.0.0.1) — readiness, metadata, infer with JSON and with the binary tensor data
-extension, for a tabular classifier, a regressor and a text model; errors read through the client's own
-exception."""
+"""The server as its users' clients see it, against a running server (127.0.0.1), for a tabular classifier, a
+regressor and a text model: KServe Open Inference Protocol v2 through the real `tritonclient[http]` client,
+unchanged (readiness, metadata, infer with JSON and with the binary tensor data extension; errors read through
+the client's own exception), and the OpenAPI contract through the schemathesis command line with all checks."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 import numpy as np
 import pandas as pd
@@ -133,3 +138,23 @@ def test_binary_body_limits_and_broken_binary_data_are_refused(runs):
         lying = httpx.post(url + "/v2/models/houses/infer", content=header,
                            headers={"Inference-Header-Content-Length": "99999"})
         assert lying.status_code == 400 and "does not fit" in lying.json()["error"]
+
+
+@pytest.mark.parametrize("name", ["houses", "prices", "reviews"])
+def test_schemathesis_all_checks_pass_on_the_served_models_contract(runs, name):
+    """Every documented route and status, request and response schema (built from the served model), positive
+    and negative data, unsupported methods, stateful sequences: zero failures."""
+    folder, rows = runs
+    with running(create_app(lambda: open_predictor(name, folder))) as url:
+        document = httpx.get(url + "/openapi.json").json()
+        request = document["components"]["schemas"]["PredictRequest"]["properties"]["inputs"]
+        example = document["components"]["schemas"]["PredictRequest"]["example"]
+        assert httpx.post(url + "/predict", json=example).status_code == 200  # the documented example works
+        if name != "reviews":
+            assert request["items"]["required"] == open_predictor(name, folder).features
+        assert "/predict/upload" not in document["paths"]  # tables and texts take no file uploads
+        command = [str(Path(sys.executable).with_name("schemathesis")), "run", url + "/openapi.json",
+                   "--checks", "all", "--max-examples", "25", "--seed", "7", "--no-color"]
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                                  env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})
+    assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-2000:]
