@@ -156,5 +156,5 @@ def test_schemathesis_all_checks_pass_on_the_served_models_contract(runs, name):
         command = [str(Path(sys.executable).with_name("schemathesis")), "run", url + "/openapi.json",
                    "--checks", "all", "--max-examples", "25", "--seed", "7", "--no-color"]
         finished = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                                  env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})
+                                  env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"}, cwd=folder)
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-2000:]
