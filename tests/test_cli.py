@@ -71,16 +71,33 @@ def test_check_reports_and_blocks(capsys, tmp_path, binary_frame, write_csv):
     assert code == 3 and json.loads(out)["findings"]
 
 
+def test_check_takes_a_config_like_train(capsys, tmp_path, monkeypatch, binary_frame, write_csv):
+    write_csv(binary_frame, "credit.csv")
+    (tmp_path / "credit.yaml").write_text("data:\n  path: credit.csv\n  target: price\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "check", "credit.yaml", "data.label_error_check=false", "--json")
+    assert code == 0, err  # was: unknown file type '.yaml'
+    assert json.loads(out)["target"] == "price" and json.loads(out)["rows"] == len(binary_frame)
+    code, _, err = run_cli(capsys, "check", "credit.yaml", "data.target=nope")
+    assert code == 3 and "'nope' not found" in err
+    assert run_cli(capsys, *train_args(tmp_path, "credit.yaml", "--name", "c"))[0] == 0
+    for command in (["evaluate", "c"], ["predict", "c"], ["export", "c"]):
+        code, _, err = run_cli(capsys, *command, "--runs-dir", str(tmp_path / "runs"), "--data", "credit.yaml")
+        assert code == 2 and "expected a data file" in " ".join(err.split()), err
+
+
 # One test per class of bad input: a clear message naming file/line/column, exit code 3, no run left complete.
 BAD_INPUTS = {
     "wrong field count": (b"size,rooms,price\n1,2,3\n4,5,6,7\n", [], ["bad.csv, line 3", "expected 3 fields", "found 4"]),
-    "undecodable bytes": (b"size,price\n1,2\n\xff\xfe,3\n", [], ["byte offset 15", "line 3", "--encoding"]),
+    "undecodable bytes": (b"size,price\n1,2\n\x81,3\n", [], ["byte offset 15", "line 3", "--encoding"]),
     "unknown column": (b"size,price\n1,2\n", ["--drop", "colour"], ["configured column 'colour' not found"]),
     "unknown target": (b"size,price\n1,2\n", [], ["target column 'prise' not found", "Did you mean 'price'"]),
     "non-numeric target": (b"size,price\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(30)) + b"31,lots\n",
                            [], ["line 32, column 'price'", "expected a number", "'lots'"]),
     "empty file": (b"", [], ["file is empty"]),
     "all-NaN target": (b"size,price\n1,\n2,\n", [], ["no usable values"]),
+    "too few rows": (b"a,b,price\n1,2,3\n4,5,6\n", [],  # was LightGBMError: Check failed: (num_data) > (0)
+                     ["only 2 usable rows", "needs at least 4: 1 test row (data.test_fraction=0.2)", "add rows"]),
 }
 
 
@@ -99,6 +116,20 @@ def test_bad_input_gets_clear_error_and_no_run(capsys, tmp_path, case):
     assert not (tmp_path / "runs" / "x" / "model").exists()
     status = tmp_path / "runs" / "x" / "status.json"
     assert not status.exists() or Run(status.parent).status()["status"] != "completed"
+
+
+def test_too_few_rows_for_tune_and_cross_validation_stop_before_any_trial(capsys, tmp_path):
+    path = tmp_path / "tiny.csv"
+    path.write_bytes(b"a,b,price\n" + b"".join(b"%d,%d,%d\n" % (i, i * 7 % 5, i) for i in range(5)))
+    runs = str(tmp_path / "runs")
+    # 5 rows: 3 train, 1 validation, 1 test — trainable, but R² on one validation row is NaN: every trial failed
+    code, _, err = run_cli(capsys, "tune", str(path), "--target", "price", "--runs-dir", runs, "--name", "s")
+    assert code == 3 and "validation split, which holds 1 row(s) of 5" in " ".join(err.split())
+    assert not (tmp_path / "runs" / "s").exists()
+    code, _, err = run_cli(capsys, "tune", str(path), "--target", "price", "--runs-dir", runs, "--cv", "3")
+    assert code == 3 and "3-fold cross-validation needs at least 6" in " ".join(err.split())
+    code, _, err = run_cli(capsys, "evaluate", "nope", "--runs-dir", runs, "--cv", "3")
+    assert code == 5
 
 
 def test_predict_with_missing_columns_fails_clearly(capsys, tmp_path, houses, write_csv, regression_frame):

@@ -197,3 +197,26 @@ def test_pil_images_and_arrays_predict_alike(tmp_path):
     expected = result.model.predict_proba(arrays).to_numpy()
     assert np.allclose(result.model.predict_proba(pictures).to_numpy(), expected)
     assert np.allclose(result.model.predict_proba(floats).to_numpy(), expected, atol=0.02)
+
+
+@pytest.mark.parametrize("spelling", ["data/digits", "data/digits/", "examples/digits.yaml"])
+def test_cli_relative_folder_as_in_the_readme(tmp_path, monkeypatch, capsys, spelling):
+    """`dojo train data/digits --epochs 5` and `dojo train examples/digits.yaml`, run from the data's parent folder:
+    a relative folder's image paths were joined twice (data/digits/data/digits/0/001.png: file not found)."""
+    from pathlib import Path
+
+    from modeldojo.cli import main
+    from modeldojo.runs import Run
+
+    write_folder(tmp_path / "data" / "digits", per_class=8)
+    (tmp_path / "examples").mkdir()
+    readme_config = Path(__file__).resolve().parent.parent / "examples" / "digits.yaml"
+    (tmp_path / "examples" / "digits.yaml").write_text(readme_config.read_text())  # data.path: data/digits
+    monkeypatch.chdir(tmp_path)
+    tiny = [f"{key}={value}" for key, value in overrides(**{"train.epochs": 1, "model.image_size": 32}).items()]
+    assert main(["check", spelling]) == 0, capsys.readouterr().err  # a YAML config too, as for train
+    code = main(["train", spelling, "--epochs", "1", "--name", "d", "--no-tracking", *tiny])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 0, err
+    assert "file not found" not in err and Run(tmp_path / "runs" / "d").status()["status"] == "completed"
+    assert main(["evaluate", "d"]) == 0  # the run's test split, rebuilt from the same relative folder

@@ -65,3 +65,18 @@ def test_failure_while_saving_keeps_previous_model_and_no_temp(tmp_path):
 def test_open_unknown_run():
     with pytest.raises(NotFoundError, match="no run"):
         runs.Run.open("does-not-exist", "nowhere")
+
+
+def test_unnamed_runs_started_in_the_same_second_get_their_own_folders(regression_frame, fast, monkeypatch):
+    import datetime as dt
+    import types
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 2, 3, 4, 5, tzinfo=tz)
+
+    monkeypatch.setattr(runs, "dt", types.SimpleNamespace(datetime=Frozen, timezone=dt.timezone))
+    first = dojo.train(regression_frame, target="price", **fast)
+    second = dojo.train(regression_frame, target="price", **fast)  # was: run folder … already exists
+    assert (first.run.name, second.run.name) == ("tabular-20260102-030405", "tabular-20260102-030405-2")

@@ -74,6 +74,23 @@ def test_class_weights_follow_config(fast):
     assert p_bal > p_none  # weighting lifts the minority class
 
 
+def test_refit_when_only_the_training_rows_are_imbalanced():
+    """class_weights=auto decides on the training rows; the refit on train+validation weighted the training rows
+    only and crashed ("all the input arrays must have same number of dimensions")."""
+    from conftest import make_classification
+    from modeldojo.config import Config
+    from modeldojo.events import EventBus
+    from modeldojo.tasks.tabular import TabularTask
+
+    frame = make_classification(120)
+    train, validation = frame.iloc[:100].copy(), frame.iloc[100:].copy()
+    train.loc[train.index[:80], "label"] = "a"  # 4:1 or more in training, about 1:1 in validation
+    task = TabularTask(Config().with_overrides({"model.params": SMALL}), "binary", "label")
+    info = task.fit(train.drop(columns="label"), train["label"], validation.drop(columns="label"),
+                    validation["label"], EventBus())
+    assert info["refit_rows"] == 120
+
+
 def test_integer_labels_round_trip_as_text(fast):
     from conftest import make_classification
 

@@ -138,7 +138,8 @@ def test_texts_in_a_non_utf8_file_name_the_byte(tmp_path):
     path = tmp_path / "latin1.csv"
     path.write_bytes("review,stars\n".encode() + "un café très bon,good\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"byte offset \d+ \(line 2, column 7\).*--encoding"):
-        dojo.train(str(path), target="stars", runs_dir=str(tmp_path / "runs"), tracking=False)
+        dojo.train(str(path), target="stars", runs_dir=str(tmp_path / "runs"), tracking=False,
+                   overrides={"data.encoding": "utf-8"})  # auto would read it as cp1252
 
 
 def test_dojo_predict_on_a_jsonl_of_texts(tmp_path, capsys):

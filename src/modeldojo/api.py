@@ -19,7 +19,7 @@ from .config import Config
 from .data import balance, checks as checks_module, readers, splits
 from .data.target import require_column, target_values
 from .environment import describe as describe_environment
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, NotFoundError
 from .evaluation import card, metrics as metrics_module, report
 from .model import Model
 from .runs import Run
@@ -84,9 +84,26 @@ def resolve_config(data=None, target=None, config: Config | str | Path | None = 
     return config
 
 
-def _read(source, config: Config) -> pd.DataFrame:
+def _read(source, config: Config, prefer: str | None = None) -> pd.DataFrame:
     data = config.data
-    return readers.read(source, format=data.format, delimiter=data.delimiter, encoding=data.encoding)
+    return readers.read(source, format=data.format, delimiter=data.delimiter, encoding=data.encoding, prefer=prefer)
+
+
+def reading_encoding(reference: str | Path, runs_dir: str | Path = "runs") -> tuple[str, str | None]:
+    """(encoding, prefer) for reading a new file for a run when no --encoding is given.
+
+    An encoding set explicitly at training is reused as is. A detected one is only the preference: each file
+    is detected again (its own BOM or UTF-8 proves more than the training file did), the run's encoding
+    breaking cp932/euc_jp ties and tried before guessing a Western code page. Runs older than this
+    record (and export folders) give ("auto", None).
+    """
+    try:
+        facts = Run.open(reference, runs_dir).read_json("data.json") or {}
+    except NotFoundError:
+        return "auto", None
+    if facts.get("encoding") and not facts.get("encoding_detected"):
+        return facts["encoding"], None
+    return "auto", facts.get("encoding")
 
 
 def _task_name(frame: pd.DataFrame, config: Config) -> str:
@@ -168,6 +185,23 @@ def _gallery_source(image_columns: list[str], frame) -> tuple[str, Path | None] 
     return (image_columns[0], base_folder(frame)) if image_columns and frame is not None else None
 
 
+def require_enough_rows(prepared: Prepared, cv: int | None = None) -> None:
+    """Tuning: a clear DataError before any trial when the k folds, or the split and the validation rows that
+    score each trial, are too small."""
+    data = prepared.config.data
+    if cv:
+        groups = prepared.frame[data.group_column].astype(str).to_numpy() if data.group_column else None
+        splits.folds(prepared.y, prepared.kind, cv, seed=prepared.config.train.seed, groups=groups,
+                     validation_fraction=data.validation_fraction)
+        return
+    validation = _split(prepared)[1]
+    rows = int(prepared.validation[1].notna().sum()) if prepared.validation else len(validation)
+    if rows < splits.MIN_SCORED_ROWS:
+        raise DataError(f"tune scores each trial on the validation split, which holds {rows} row(s) of "
+                        f"{int(prepared.y.notna().sum())}; at least {splits.MIN_SCORED_ROWS} are needed: raise "
+                        "data.validation_fraction, add rows (or give data.validation_path), or use --cv K")
+
+
 def _split(prepared: Prepared):
     data, seed = prepared.config.data, prepared.config.train.seed
     groups = prepared.frame[data.group_column].astype(str).to_numpy() if data.group_column else None
@@ -191,7 +225,7 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
                                          if len(validation_rows) else None)
     test = prepared.test or ((frame.iloc[test_rows], y.iloc[test_rows]) if len(test_rows) else None)
 
-    name = config.run.name or runs_module.default_name(prepared.task_name)
+    name = config.run.name or runs_module.default_name(prepared.task_name, config.run.runs_dir)
     if runs_module.world_size() > 1:
         if not config.run.name:  # every process must agree on the folder: a timestamp would not
             raise ConfigError("launched with several processes (torchrun / accelerate): pass --name")
@@ -308,7 +342,9 @@ def evaluate(reference: str | Path, data=None, *, cv: int | None = None, runs_di
                 raise ConfigError(f"run {run.name} has no test split (data.test_fraction=0); pass --data FILE")
             frame, y = prepared.frame.iloc[rows], prepared.y.iloc[rows]
         else:  # new labelled data: no training checks (one class or few rows are fine here)
-            frame = _read(data, config)
+            frame = _read(data, config, prefer=(run.read_json("data.json") or {}).get("encoding"))
+            if frame.attrs.get("encoding_warning"):
+                result["warnings"] = [frame.attrs["encoding_warning"]]
             require_column(frame, target, "target")
             y = target_values(frame, target, kind, config.data.label_separator)
         bus.emit(ev.STAGE, name="evaluate", detail=f"{int(y.notna().sum())} rows")
@@ -333,7 +369,9 @@ def cross_validate(prepared: Prepared, k: int, bus: ev.EventBus) -> dict[str, An
     groups = prepared.frame[data.group_column].astype(str).to_numpy() if data.group_column else None
     table = []
     for number, (train_rows, test_rows) in enumerate(splits.folds(prepared.y, prepared.kind, k, seed=seed,
-                                                                  groups=groups), start=1):
+                                                                  groups=groups,
+                                                                  validation_fraction=data.validation_fraction),
+                                                     start=1):
         bus.emit(ev.STAGE, name="cv", detail=f"fold {number}/{k}")
         bus.emit(ev.PROGRESS, name="cross-validation folds", completed=number - 1, total=k)
         inner_train, inner_validation = splits.holdout(train_rows, data.validation_fraction, prepared.y,

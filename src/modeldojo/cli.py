@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--runs-dir", default=None, help="folder holding run folders (default: runs)")
     reading = argparse.ArgumentParser(add_help=False)
     reading.add_argument("--delimiter", help="CSV field delimiter (default: sniffed)")
-    reading.add_argument("--encoding", help="text encoding of the data file (default: utf-8)")
+    reading.add_argument("--encoding", help="text encoding of the data file (default: auto-detected: BOM, "
+                         "UTF-8, cp932/euc_jp, cp1252; predict/evaluate prefer the run's)")
 
     parser = argparse.ArgumentParser(prog="dojo", description="modeldojo: train, check, evaluate and use models "
                                      "on your own data.", epilog=EXIT_CODES)
@@ -82,8 +83,11 @@ def _parser() -> argparse.ArgumentParser:
 
     check = command("check", "Data-quality report before training: missing values, duplicates, ID-like and "
                     "constant columns, class balance, leakage, suspected label errors.",
-                    "dojo check houses.csv --target Sale_Price --out checks.json", [reading])
-    check.add_argument("data", help="data file")
+                    "dojo check houses.csv --target Sale_Price --out checks.json\n"
+                    "  dojo check examples/digits.yaml             # the data a config trains on", [reading])
+    check.add_argument("inputs", nargs="+", metavar="DATA|CONFIG [key=value ...]",
+                       help="a data file or folder, or a YAML config (its data settings), then optional overrides "
+                            "like data.target=y")
     check.add_argument("--target", help="column to predict")
     check.add_argument("--kind", choices=["regression", "binary", "multiclass", "multilabel"], help="force the prediction kind")
     check.add_argument("--out", help="also save the report as JSON here")
@@ -195,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # `key=value` overrides may also come after the flags: dojo train data.csv --target y train.seed=3
     overrides = [item for item in extra if "=" in item and not item.startswith("-")]
-    if extra != overrides or (overrides and args.command not in ("train", "tune", "validate")):
+    if extra != overrides or (overrides and args.command not in ("train", "tune", "check", "validate")):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if overrides:
         getattr(args, "inputs", getattr(args, "overrides", None)).extend(overrides)
@@ -204,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     output = _Output(args)
     try:
+        _refuse_config_as_data(args)
         from . import commands
         result = getattr(commands, args.command)(args, output)
         return result or 0
@@ -219,6 +224,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         output.close()
+
+
+def _refuse_config_as_data(args) -> None:
+    """evaluate / predict / export score a run with its own config: their --data is rows, never a YAML config."""
+    data = getattr(args, "data", None) if args.command in ("evaluate", "predict", "export") else None
+    if isinstance(data, str) and data.lower().endswith((".yaml", ".yml")):
+        raise ConfigError(f"--data {data}: expected a data file (CSV, TSV, JSONL, Parquet or an image folder); "
+                          f"`dojo {args.command}` uses the run's own config (a YAML config goes to train, tune or "
+                          "check)")
 
 
 def _fail(args, message: str, code: int) -> None:
@@ -306,7 +320,7 @@ def _format(value: Any) -> str:
 
 
 def overrides_and_source(inputs: list[str]) -> tuple[str | None, str | None, list[str]]:
-    """Split `train` positionals into (config file, data file, key=value overrides)."""
+    """Split `train` / `tune` / `check` positionals into (config file, data file, key=value overrides)."""
     config = data = None
     overrides = []
     for item in inputs:

@@ -29,6 +29,17 @@ def _reading_overrides(args) -> dict:
     return pairs
 
 
+def _read_for_run(args, out, path):
+    """A data file for a run's predict/evaluate/export: --encoding if given, else the run's (api.reading_encoding)."""
+    from .data.readers import read
+
+    encoding, prefer = (args.encoding, None) if args.encoding else api.reading_encoding(args.run, _runs_dir(args))
+    frame = read(path, delimiter=args.delimiter, encoding=encoding, prefer=prefer)
+    if frame.attrs.get("encoding_warning"):
+        out.say(f"[yellow]![/] {escape(frame.attrs['encoding_warning'])}")
+    return frame
+
+
 def train(args, out) -> int:
     config_path, data, overrides = overrides_and_source(args.inputs)
     config = Config.load(config_path) if config_path else Config()
@@ -101,11 +112,13 @@ def _print_findings(out, report) -> None:
 
 
 def check(args, out) -> int:
-    overrides = {"data.target": args.target, "task.kind": args.kind, **_reading_overrides(args)}
+    config_path, data, more = overrides_and_source(args.inputs)  # a data file, or a config as for train
+    config = Config.load(config_path) if config_path else Config()
+    overrides = {"data.target": args.target, "task.kind": args.kind, "data.path": data, **_reading_overrides(args)}
     if args.no_label_errors:
         overrides["data.label_error_check"] = False
-    config = Config().with_overrides({k: v for k, v in overrides.items() if v is not None})
-    report = api.check(args.data, config=config)
+    config = config.with_overrides({k: v for k, v in overrides.items() if v is not None}).with_overrides(more)
+    report = api.check(None, config=config)
     out.say(f"[bold]{escape(report.source)}[/]: {report.rows} rows × {report.columns} columns"
             + (escape(f", target {report.target!r} ({report.kind})") if report.target else ""))
     out.table("Columns", ["column", "dtype", "missing", "missing %", "unique", "notes"],
@@ -148,8 +161,7 @@ def validate(args, out) -> int:
 def evaluate(args, out) -> int:
     data = args.data
     if data and (args.delimiter or args.encoding):
-        from .data.readers import read
-        data = read(data, delimiter=args.delimiter, encoding=args.encoding or "utf-8")
+        data = _read_for_run(args, out, data)
     result = api.evaluate(args.run, data, cv=args.cv, runs_dir=_runs_dir(args), events=out.progress())
     if "cv" in result:
         rows = result["cv"]["table"]
@@ -157,18 +169,18 @@ def evaluate(args, out) -> int:
         out.table(f"{args.cv}-fold cross-validation", columns, [[row.get(c) for c in columns] for row in rows])
     else:
         out.table("Metrics", ["metric", "value"], [[k, v] for k, v in scalar(result["metrics"]).items()])
+    for warning in result.get("warnings", []):
+        out.say(f"[yellow]![/] {escape(warning)}")
     out.say(f"[green]✓[/] report: {escape(result['report'])}")
     out.result(result)
     return 0
 
 
 def predict(args, out) -> int:
-    from .data.readers import read
-
     from .serving.predictor import open_predictor, read_rows
 
     predictor = open_predictor(args.run, _runs_dir(args), backend=args.backend)
-    frame = read(args.data, delimiter=args.delimiter, encoding=args.encoding or "utf-8")
+    frame = _read_for_run(args, out, args.data)
     prediction = predictor.predict(read_rows(predictor, frame))
     for column, count in prediction.notes.get("unseen_categories", {}).items():
         out.say(f"[yellow]![/] column {escape(repr(column))}: {count} value(s) never seen in training, "
@@ -189,8 +201,7 @@ def export(args, out) -> int:
 
     data = args.data
     if data and (args.delimiter or args.encoding):
-        from .data.readers import read
-        data = read(data, delimiter=args.delimiter, encoding=args.encoding or "utf-8")
+        data = _read_for_run(args, out, data)
     result = run_export(args.run, format=args.format, quantize=args.quantize, out=args.out, runs_dir=_runs_dir(args),
                         data=data, max_abs_diff=args.max_abs_diff, max_metric_drop=args.max_metric_drop,
                         force=args.force)

@@ -128,7 +128,8 @@ class DataConfig(Group):
     target: str | None = setting(None, "Name of the column to predict.")
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = setting("auto", "File format; auto = by file extension.")
     delimiter: str | None = setting(None, "Field delimiter for CSV-like files; null = sniffed from the file.")
-    encoding: str = setting("utf-8", "Text encoding of CSV/TSV/JSONL files.")
+    encoding: str = setting("auto", "Text encoding of CSV/TSV/JSONL files; auto = BOM, else UTF-8, else "
+                                     "cp932/euc_jp, else a Western code page (see docs/data.md).")
     validation_path: str | None = setting(None, "Optional separate validation file (otherwise split from the data).")
     test_path: str | None = setting(None, "Optional separate test file (otherwise split from the data).")
     validation_fraction: float = setting(0.1, "Share of the non-test rows held out for early stopping.", minimum=0.0, maximum=0.5)

@@ -53,8 +53,14 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def default_name(task: str) -> str:
-    return f"{task}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+def default_name(task: str, runs_dir: str | Path | None = None) -> str:
+    """<task>-<timestamp>, with -2, -3 … when a run started in the same second already has that folder."""
+    name = candidate = f"{task}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    number = 1
+    while runs_dir is not None and (Path(runs_dir) / candidate).exists():
+        number += 1
+        candidate = f"{name}-{number}"
+    return candidate
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -138,9 +144,12 @@ def fingerprint(frame: pd.DataFrame, path: str | None) -> dict[str, Any]:
         digest.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
         digest.update("|".join(map(str, frame.columns)).encode())
         hashed = "cell values"
-    return {"source": path or frame.attrs.get("source", "<DataFrame>"), "sha256": digest.hexdigest(),
-            "hashed": hashed, "rows": int(len(frame)), "columns": int(frame.shape[1]),
-            "schema": {str(c): str(t) for c, t in frame.dtypes.items()}}
+    facts = {"source": path or frame.attrs.get("source", "<DataFrame>"), "sha256": digest.hexdigest(),
+             "hashed": hashed, "rows": int(len(frame)), "columns": int(frame.shape[1]),
+             "schema": {str(c): str(t) for c, t in frame.dtypes.items()}}
+    if frame.attrs.get("encoding"):  # text files: how they were decoded, reused by predict/evaluate
+        facts.update(encoding=frame.attrs["encoding"], encoding_detected=bool(frame.attrs.get("encoding_detected")))
+    return facts
 
 
 class Run:

@@ -72,6 +72,8 @@ def run_checks(frame: pd.DataFrame, target: str | None, *, kind: str = "auto", s
                label_errors: bool = True, sample_rows: int = 20000, drop_columns: list[str] = (),
                separator: str = DEFAULT_SEPARATOR, skip_bad_images: bool = False) -> CheckReport:
     report = CheckReport(source_name(frame), len(frame), frame.shape[1], target, None)
+    if frame.attrs.get("encoding_warning"):  # a guessed text encoding (data/encodings.py)
+        report.add("encoding", "warning", frame.attrs["encoding_warning"], encoding=frame.attrs.get("encoding"))
     if len(frame) == 0:
         report.add("empty", "error", f"{report.source}: no data rows")
         return report

@@ -1,10 +1,10 @@
 """Images as table rows: a folder per class, or a column of paths / arrays / PIL images.
 
 A folder `photos/` holding `photos/cat/*.jpg`, `photos/dog/*.png` reads as a table with columns
-`image` (the file path) and `label` (the folder name), so images go through the same checks, splits,
-runs and reports as every other task. In a CSV/JSONL, an image column holds paths relative to that
-file (or absolute). In Python, cells may also be numpy arrays (H×W or H×W×C, uint8 or 0–1 floats)
-or PIL images.
+`image` (the file path relative to the folder, e.g. `cat/1.jpg`) and `label` (the folder name), so images go
+through the same checks, splits, runs and reports as every other task. In a CSV/JSONL, an image column holds
+paths relative to that file (or absolute). In Python, cells may also be numpy arrays (H×W or H×W×C, uint8 or
+0–1 floats) or PIL images.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def read_folder(path: Path) -> pd.DataFrame:
         files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             empty.append(folder.name)
-        rows += [{IMAGE_COLUMN: str(f), LABEL_COLUMN: folder.name} for f in files]
+        # Relative to `path`, as `base_folder` resolves them: `photos/cat/1.jpg` would be joined twice.
+        rows += [{IMAGE_COLUMN: f.relative_to(path).as_posix(), LABEL_COLUMN: folder.name} for f in files]
     if empty:
         raise DataError(f"{path}: class folder(s) with no images: {', '.join(map(repr, empty))} (image files end "
                         f"in {', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove the folder")

@@ -15,14 +15,20 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from . import encodings
 
 SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "csv", ".jsonl": "jsonl",
                   ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 _PANDAS_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
-def read(source, *, format: str = "auto", delimiter: str | None = None, encoding: str = "utf-8") -> pd.DataFrame:
-    """Return a DataFrame whose attrs remember where each row came from (see `row_location`)."""
+def read(source, *, format: str = "auto", delimiter: str | None = None, encoding: str = "auto",
+         prefer: str | None = None) -> pd.DataFrame:
+    """Return a DataFrame whose attrs remember where each row came from (see `row_location`).
+
+    encoding "auto" detects it (see encodings.py; `prefer` is a run's recorded encoding); attrs record the
+    codec used ("encoding"), whether it was detected ("encoding_detected") and any doubt ("encoding_warning").
+    """
     if isinstance(source, pd.DataFrame):
         frame = source.reset_index(drop=True).copy()
         frame.attrs = {"source": "<DataFrame>"}
@@ -44,8 +50,9 @@ def read(source, *, format: str = "auto", delimiter: str | None = None, encoding
     if kind == "parquet":
         frame = _read_parquet(path)
     else:
-        text = _decode(path, encoding)
+        text, codec, warning = _decode(path, encoding, prefer)
         frame = _read_jsonl(path, text) if kind == "jsonl" else _read_delimited(path, text, kind, delimiter)
+        frame.attrs.update(encoding=codec, encoding_detected=encoding == "auto", encoding_warning=warning)
     if frame.shape[1] == 0 or len(frame) == 0:
         raise DataError(f"{path}: no data rows" + (f" (header has {frame.shape[1]} columns)" if frame.shape[1] else ""))
     frame.attrs.setdefault("source", str(path))
@@ -76,23 +83,24 @@ def require_columns(where: str, present, needed: list[str]) -> None:
                         f"{', '.join(repr(c) for c in needed)}")
 
 
-def _decode(path: Path, encoding: str) -> str:
+def _decode(path: Path, encoding: str, prefer: str | None = None) -> tuple[str, str, str | None]:
+    """(text, codec used, warning or None). An explicit encoding is used as given, strictly."""
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"{path}: file is empty")
-    codec = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
+    warning = None
+    if encoding == "auto":
+        codec, warning = encodings.detect(raw, str(path), prefer)
+    else:
+        codec = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
     try:
-        return raw.decode(codec)
+        return raw.decode(codec), codec, warning
     except LookupError:
         raise DataError(f"unknown encoding {encoding!r} (data.encoding / --encoding)") from None
     except UnicodeDecodeError as error:
-        offset = error.start
-        line = raw.count(b"\n", 0, offset) + 1
-        column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
-        bad = raw[error.start:error.end].hex(" ")
         raise DataError(
-            f"{path}: byte offset {offset} (line {line}, column {column}): bytes {bad} are not valid {encoding}. "
-            f"Expected {encoding} text; pass the file's real encoding with --encoding (e.g. latin-1 or cp1252)."
+            f"{path}: {encodings.where(raw, error)} are not valid {encoding}. Expected {encoding} text; pass the "
+            f"file's real encoding with --encoding, or --encoding auto to detect it."
         ) from None
 
 

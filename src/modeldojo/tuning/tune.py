@@ -56,6 +56,7 @@ def tune(data=None, target: str | None = None, *, config: Config | str | Path | 
     if not config.tune.cv and config.data.validation_fraction <= 0 and prepared.validation is None:
         raise ConfigError("tune scores trials on the validation split: set data.validation_fraction > 0, "
                           "give data.validation_path, or use --cv K")
+    api.require_enough_rows(prepared, config.tune.cv)  # too few rows: one message now, not a failure per trial
     run = _study_run(config, prepared.task_name)
     storage = config.tune.storage or f"sqlite:///{(run.directory / 'study.db').resolve()}"
     started = time.perf_counter()
@@ -110,7 +111,7 @@ def _write_outputs(run: Run, study, dimensions, config: Config, summary: dict[st
 def _study_run(config: Config, task_name: str) -> Run:
     """The study's folder: reused when it holds an unfinished study (resume) or when the study lives in a
     shared storage (another machine's workers may have written to it), else created."""
-    name = config.run.name or runs_module.default_name(f"tune-{task_name}")
+    name = config.run.name or runs_module.default_name(f"tune-{task_name}", config.run.runs_dir)
     directory = Path(config.run.runs_dir) / runs_module.validate_name(name)
     run = Run(directory)
     shared = bool(config.tune.storage)

@@ -95,7 +95,9 @@ class TabularTask(Task):
             target_val = y_validation.map(codes).to_numpy(int) if has_validation else None
             self.target_transform = "none"
             weights_train = sample_weights(y_train, self.config.data.class_weights)
-            weights_val = sample_weights(y_validation, self.config.data.class_weights) if has_validation else None
+            # Weighted or not as the training rows are ("auto" decides on them): the refit joins both sets.
+            weights_val = sample_weights(y_validation, "balanced") \
+                if has_validation and weights_train is not None else None
 
         def make():
             learner = learner_class(self.kind, len(self.classes or []), model.params, settings.seed, settings.threads,
