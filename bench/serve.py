@@ -102,7 +102,10 @@ def measure(command: list[str], ready_path: str, bodies: Path, args, label: str)
             process.kill()
             process.wait()
     batches = dict(re.findall(r"^dojo_batch_size_(sum|count) ([\d.e+]+)$", metrics, re.M))
-    mean_batch = round(float(batches["sum"]) / float(batches["count"]), 1) if batches else 1.0
+    # With --workers 2, /metrics comes from whichever worker takes the connection (metrics are per process): one
+    # that served none of wrk's keep-alive connections has no batches to show.
+    mean_batch = round(float(batches["sum"]) / float(batches["count"]), 1) \
+        if batches and float(batches["count"]) else (1.0 if not batches else float("nan"))
     return {"server": label, **parse_wrk(output), "mean batch": mean_batch}
 
 
