@@ -25,7 +25,7 @@ from .batching import Closed, MicroBatcher, QueueFull
 from .guards import BearerAuth, BodyLimit, Measure, error_body
 from .metrics import CONTENT_TYPE, Metrics
 from .predictor import Predictor
-from .schemas import ERRORS, ErrorDetail, PredictRequest, PredictResponse
+from .schemas import error_responses, ErrorDetail, PredictRequest, PredictResponse
 
 log = logging.getLogger("uvicorn.error")  # printed in uvicorn's format, beside its own lines
 
@@ -138,7 +138,7 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
         except ValueError as error:
             raise HTTPException(invalid, str(error)) from None
 
-    predict_errors = ERRORS(400, 401, 413, 422, 429, 503, 504, body=ErrorDetail)  # 400: an unreadable body
+    predict_errors = error_responses(400, 401, 413, 422, 429, 503, 504, body=ErrorDetail)  # 400: an unreadable body
 
     @app.post("/predict", response_model=PredictResponse, tags=["predict"], responses=predict_errors)
     async def predict(body: PredictRequest) -> dict[str, Any]:
@@ -146,7 +146,7 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
         return {"model": predictor.name, "predictions": await answer(await records(predictor, body.inputs))}
 
     @app.post("/predict/upload", response_model=PredictResponse, tags=["predict"],
-              responses={**predict_errors, **ERRORS(404, body=ErrorDetail)})
+              responses={**predict_errors, **error_responses(404, body=ErrorDetail)})
     async def predict_upload(files: list[UploadFile] = File(description="files")) -> dict[str, Any]:
         predictor = ready_predictor()
         if not predictor.codec.uploads:  # and the model's OpenAPI document leaves this route out
@@ -162,7 +162,7 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
 
     @app.get("/metrics", tags=["operations"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
-                        **ERRORS(401, body=ErrorDetail)})
+                        **error_responses(401, body=ErrorDetail)})
     async def prometheus() -> Response:
         if state.batcher:
             metrics.queue_depth.set(state.batcher.depth)

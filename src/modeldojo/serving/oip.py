@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from .. import __version__
-from .schemas import ERRORS, InferRequest, InferResponse, ModelMetadata, ModelReady
+from .schemas import InferRequest, InferResponse, ModelMetadata, ModelReady, error_responses
 
 HEADER = "inference-header-content-length"
 NUMPY_TYPES = {"BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "INT8": "i1",
@@ -197,39 +197,39 @@ def add_routes(app: FastAPI, state, ready_predictor, answer, records) -> None:
                                      f"{predictor.name!r} version '1'")
         return predictor
 
-    @app.get("/v2", tags=TAGS, responses=ERRORS(401))
+    @app.get("/v2", tags=TAGS, responses=error_responses(401))
     async def server_metadata() -> dict[str, Any]:
         return {"name": "modeldojo", "version": __version__, "extensions": ["binary_tensor_data"]}
 
-    @app.get("/v2/health/live", tags=TAGS, responses=ERRORS(500))
+    @app.get("/v2/health/live", tags=TAGS, responses=error_responses(500))
     async def live() -> JSONResponse:
         if state.status == "failed":
             return JSONResponse({"live": False, "error": state.error}, 500)
         return JSONResponse({"live": True})
 
-    @app.get("/v2/health/ready", tags=TAGS, responses=ERRORS(401, 503))
+    @app.get("/v2/health/ready", tags=TAGS, responses=error_responses(401, 503))
     async def ready() -> JSONResponse:
         if state.status != "ready":
             return JSONResponse({"error": f"model {state.status}"}, 503, headers={"Retry-After": "1"})
         return JSONResponse({"ready": True})
 
-    @app.get("/v2/models/{name}", response_model=ModelMetadata, tags=TAGS, responses=ERRORS(401, 404, 503))
+    @app.get("/v2/models/{name}", response_model=ModelMetadata, tags=TAGS, responses=error_responses(401, 404, 503))
     @app.get("/v2/models/{name}/versions/{version}", response_model=ModelMetadata, tags=TAGS,
-             responses=ERRORS(401, 404, 503))
+             responses=error_responses(401, 404, 503))
     async def model_metadata(name: str, version: str = "1") -> dict[str, Any]:
         return metadata(known(name, version))
 
-    @app.get("/v2/models/{name}/ready", response_model=ModelReady, tags=TAGS, responses=ERRORS(401, 404, 503))
+    @app.get("/v2/models/{name}/ready", response_model=ModelReady, tags=TAGS, responses=error_responses(401, 404, 503))
     @app.get("/v2/models/{name}/versions/{version}/ready", response_model=ModelReady, tags=TAGS,
-             responses=ERRORS(401, 404, 503))
+             responses=error_responses(401, 404, 503))
     async def model_ready(name: str, version: str = "1") -> dict[str, Any]:
         known(name, version)
         return {"name": name, "ready": True}
 
     @app.post("/v2/models/{name}/infer", tags=TAGS, openapi_extra=INFER_BODY,
-              responses={**INFER_OK, **ERRORS(400, 401, 404, 413, 429, 503, 504)})
+              responses={**INFER_OK, **error_responses(400, 401, 404, 413, 429, 503, 504)})
     @app.post("/v2/models/{name}/versions/{version}/infer", tags=TAGS, openapi_extra=INFER_BODY,
-              responses={**INFER_OK, **ERRORS(400, 401, 404, 413, 429, 503, 504)})
+              responses={**INFER_OK, **error_responses(400, 401, 404, 413, 429, 503, 504)})
     async def infer(name: str, request: Request, version: str = "1") -> Response:
         predictor = known(name, version)
         body = await request.body()

@@ -94,6 +94,6 @@ REASONS = {400: "invalid request (the message says what and where)", 401: "missi
            500: "the model failed to load", 503: "not ready: loading or draining", 504: "no answer within --timeout"}
 
 
-def ERRORS(*statuses: int, body: type[BaseModel] = ErrorMessage) -> dict[int, dict[str, Any]]:
+def error_responses(*statuses: int, body: type[BaseModel] = ErrorMessage) -> dict[int, dict[str, Any]]:
     """OpenAPI `responses` for these error statuses, each with the body the server sends."""
     return {status: {"model": body, "description": REASONS[status]} for status in statuses}
