@@ -19,7 +19,6 @@ from ...events import STAGE, EventBus
 from ...evaluation import metrics as metrics_module
 from ..base import TASKS, Prediction, Task, neural_search_space
 from . import data as text_data
-from . import model as text_model
 from .codec import TextCodec
 
 HUB_DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
@@ -164,6 +163,7 @@ class TextTask(Task):
         return list(columns)
 
     def fit(self, train, y_train, validation, y_validation, events: EventBus) -> dict[str, Any]:
+        from . import model as text_model  # imports torch: only when a text model is built or loaded
         import torch
         from transformers import AutoTokenizer
 
@@ -303,6 +303,7 @@ class TextTask(Task):
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path) -> None:
+        from . import model as text_model  # imports torch: only when a text model is built or loaded
         _quiet_transformers()
         text_model.save(self.model, directory)
         self.tokenizer.save_pretrained(directory / text_model.ENCODER_FOLDER)
@@ -313,6 +314,7 @@ class TextTask(Task):
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any]) -> "TextTask":
+        from . import model as text_model  # imports torch: only when a text model is built or loaded
         from transformers import AutoTokenizer
 
         from ...config import Config
