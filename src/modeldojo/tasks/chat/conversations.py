@@ -1,12 +1,10 @@
-"""Chat data: read the common instruction-tuning layouts into one form, and find quality problems.
+"""Chat data: the common instruction-tuning layouts read into one form, and their quality problems found.
 
 A conversation is a list of {"role": "system" | "user" | "assistant", "content": str}. Four layouts are
 accepted because they are what people already have: OpenAI fine-tuning JSONL ("messages"), ShareGPT
 ("conversations" of {from, value}), Alpaca (instruction / input / output) and prompt / completion pairs.
-
-Blocking problems raise one DataError that lists many rows at once, so a file is fixed in one pass rather
-than one rerun per bad line. Quality findings (duplicates, conflicting answers, truncation, mixed scripts,
-tiny answers) are warnings shaped as data/checks.py's Finding, so they join a CheckReport unchanged.
+Blocking problems raise one DataError listing many rows, so a file is fixed in one pass, not one rerun per
+line; quality findings are warnings shaped as data/checks.py's Finding, so they join a CheckReport unchanged.
 """
 from __future__ import annotations
 
@@ -30,9 +28,9 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
                   "model": "assistant", "system": "system"}
 REQUIRED_COLUMNS = {"messages": ["messages"], "sharegpt": ["conversations"], "alpaca": ["instruction", "output"],
                     "prompt_completion": ["prompt", "completion"]}
-LAYOUT_HELP = ("'messages' (a list of {role, content} per row, as OpenAI fine-tuning JSONL), 'conversations' "
-               "(ShareGPT: a list of {from, value}), 'instruction' + 'output' (Alpaca; optional 'input' and "
-               "'system'), or 'prompt' + 'completion'")
+LAYOUT_HELP = ("'messages' (a list of {role, content}, as OpenAI fine-tuning JSONL), 'conversations' (ShareGPT: "
+               "a list of {from, value}), 'instruction' + 'output' (Alpaca; optional 'input', 'system'), or "
+               "'prompt' + 'completion'")
 PROBLEMS_SHOWN = 10
 ROWS_SHOWN = 5
 SHORT_ANSWER_CHARS = 2
@@ -41,12 +39,9 @@ NOT_WORD = re.compile(r"[^\w\s]|_")  # punctuation and symbols, in every script 
 
 
 def detect_format(frame: pd.DataFrame) -> str | None:
-    """The chat layout the table's columns describe, or None. The most specific layout wins."""
+    """The chat layout the table's columns describe (the first in LAYOUTS that fits), or None."""
     columns = _columns(frame)
-    for layout in LAYOUTS:
-        if all(name in columns for name in REQUIRED_COLUMNS[layout]):
-            return layout
-    return None
+    return next((layout for layout in LAYOUTS if all(name in columns for name in REQUIRED_COLUMNS[layout])), None)
 
 
 def to_conversations(frame: pd.DataFrame, layout: str | None = None,
@@ -64,7 +59,8 @@ def to_conversations(frame: pd.DataFrame, layout: str | None = None,
     if missing:
         raise DataError(f"{source}: the {chosen!r} layout needs column(s) {missing}; columns found: "
                         f"{[str(c) for c in frame.columns]}")
-    cells = {name: frame[real].tolist() for name, real in columns.items()}
+    cells = {name: frame[columns[name]].tolist() for name in REQUIRED_COLUMNS[chosen] + ["input", "system"]
+             if name in columns}
     # A delimited file's cells are text, but pandas turns an all-number column into numbers; such a
     # number is the user's text, not a type mistake (JSON, by contrast, says what the user meant).
     numbers_are_text = "line_base" in frame.attrs
@@ -76,7 +72,7 @@ def to_conversations(frame: pd.DataFrame, layout: str | None = None,
             turns = _listed_turns(cells[column][position], column, chosen, row_problems)
         else:
             turns = _column_turns(chosen, {name: values[position] for name, values in cells.items()},
-                                  numbers_are_text)
+                                  numbers_are_text, row_problems)
         conversation = _checked(turns, row_problems)
         if system_prompt and conversation and conversation[0]["role"] != "system":
             conversation.insert(0, {"role": "system", "content": system_prompt})
@@ -94,8 +90,14 @@ def quality_findings(conversations: list[list[dict]], token_counts: list[int] | 
         raise ValueError(f"{len(token_counts)} token counts for {len(conversations)} conversations")
     findings: list[Finding] = []
     _duplicates(conversations, findings, frame)
-    if token_counts is not None and max_length is not None:
-        _truncation(token_counts, max_length, findings, frame)
+    measured = token_counts is not None and max_length is not None
+    long = [row for row, count in enumerate(token_counts) if count > max_length] if measured else []
+    if long:
+        longest = max(int(token_counts[row]) for row in long)
+        findings.append(_finding("truncated", f"{len(long)} conversations are longer than max_length ({max_length} "
+                                 f"tokens; longest {longest}) and lose the end of their answer to truncation "
+                                 f"({_where(frame, long)}); raise max_length or shorten them", long,
+                                 max_length=max_length, longest=longest))
     _scripts(conversations, findings, frame)
     short = [position for position, conversation in enumerate(conversations)
              if any(turn["role"] == "assistant" and len(turn["content"].strip()) < SHORT_ANSWER_CHARS
@@ -127,11 +129,9 @@ def _listed_turns(cell, column: str, layout: str, problems: list[str]) -> list[t
             return []
     if isinstance(cell, np.ndarray):  # Parquet list columns arrive as arrays
         cell = cell.tolist()
-    if _missing(cell):
-        problems.append(f"column {column!r} is empty; expected a list of turns")
-        return []
     if not isinstance(cell, list):
-        problems.append(f"column {column!r} holds {type(cell).__name__}; expected a list of turns")
+        found = "is empty" if _missing(cell) else f"holds {type(cell).__name__}"
+        problems.append(f"column {column!r} {found}; expected a list of turns")
         return []
     role_key, content_key = ("role", "content") if layout == "messages" else ("from", "value")
     turns = []
@@ -139,8 +139,7 @@ def _listed_turns(cell, column: str, layout: str, problems: list[str]) -> list[t
         if not isinstance(turn, dict):
             problems.append(f"turn {index} is {type(turn).__name__}; expected an object with "
                             f"{role_key!r} and {content_key!r}")
-            turns.append((None, None, f"turn {index}"))  # keeps the order check from misnumbering turns
-            continue
+            continue  # the order check is skipped for this row, so leaving the turn out misleads nobody
         role = turn.get(role_key)
         if layout == "sharegpt" and isinstance(role, str):
             role = SHAREGPT_ROLES.get(role.strip().lower(), role)
@@ -148,14 +147,13 @@ def _listed_turns(cell, column: str, layout: str, problems: list[str]) -> list[t
     return turns
 
 
-def _column_turns(layout: str, row: dict, numbers_are_text: bool) -> list[tuple]:
+def _column_turns(layout: str, row: dict, numbers_are_text: bool, problems: list[str]) -> list[tuple]:
     """(role, content, label) per turn of an Alpaca or prompt/completion row."""
     def text(name):
         value = row.get(name)
         if numbers_are_text and isinstance(value, (int, float, np.integer, np.floating)) and not _missing(value):
             return str(int(value)) if float(value).is_integer() else str(value)
         return value
-
     turns = []
     system = text("system")
     if isinstance(system, str) and system.strip():
@@ -164,21 +162,18 @@ def _column_turns(layout: str, row: dict, numbers_are_text: bool) -> list[tuple]
         return turns + [("user", text("prompt"), "column 'prompt'"),
                         ("assistant", text("completion"), "column 'completion'")]
     instruction, extra = text("instruction"), text("input")
-    if isinstance(instruction, str) and instruction.strip() and isinstance(extra, str) and extra.strip():
-        instruction = f"{instruction}\n\n{extra}"
-    elif not _missing(extra) and not isinstance(extra, str):
-        instruction = extra  # reported below as content of the wrong type, naming the column
-        return turns + [("user", instruction, "column 'input'"), ("assistant", text("output"), "column 'output'")]
+    if not _missing(extra) and not isinstance(extra, str):
+        problems.append(f"column 'input' holds {type(extra).__name__} {extra!r}; expected text")
+    elif isinstance(instruction, str) and instruction.strip() and isinstance(extra, str) and extra.strip():
+        instruction = f"{instruction}\n\n{extra}"  # an empty instruction stays empty, so it is reported
     return turns + [("user", instruction, "column 'instruction'"), ("assistant", text("output"), "column 'output'")]
 
 
 def _checked(turns: list[tuple], problems: list[str]) -> list[dict]:
     """The conversation in canonical form; each problem found is appended to `problems`."""
-    conversation, labels = [], []
+    conversation = []
     structural = bool(problems)  # unreadable cell or turn: its order says nothing
     for role, content, label in turns:
-        if role is None and content is None and problems:
-            continue  # a non-object turn, already reported
         if role not in ROLES:
             problems.append(f"{label} has unknown role {role!r}; expected one of system, user, assistant"
                             " (ShareGPT: human, gpt, system)")
@@ -187,30 +182,26 @@ def _checked(turns: list[tuple], problems: list[str]) -> list[dict]:
         if _missing(content) or (isinstance(content, str) and not content.strip()):
             problems.append(f"{label} ({role}) is empty")
         elif not isinstance(content, str):
-            problems.append(f"{label} ({role}) holds {type(content).__name__} {content!r}; expected text")
+            problems.append(f"{label} ({role}) holds {type(content).__name__} {content!r:.60}; expected text")
         conversation.append({"role": role, "content": content})
-        labels.append(label)
-    if not structural:
-        order = _order_problem([turn["role"] for turn in conversation], labels)
-        if order:
-            problems.append(order)
+    order = None if structural else _order_problem([turn["role"] for turn in conversation])
+    problems += [order] if order else []
     return conversation
 
 
-def _order_problem(roles: list[str], labels: list[str]) -> str | None:
-    """Optional single system turn first, then user / assistant alternating, ending with assistant."""
-    if not roles:
-        return "the conversation has no turns"
+def _order_problem(roles: list[str]) -> str | None:
+    """Optional single system turn first, then user / assistant alternating, ending with assistant.
+    Only listed layouts reach a wrong order, and only with every turn kept, so index + 1 is the turn number."""
     if "assistant" not in roles:
         return "the conversation has no assistant turn (nothing to learn from)"
     start = 1 if roles[0] == "system" else 0
     for index in range(start, len(roles)):
         expected = "user" if (index - start) % 2 == 0 else "assistant"
         if roles[index] != expected:
-            return (f"{labels[index]} is {roles[index]!r} where {expected!r} was expected (turns go: an optional "
+            return (f"turn {index + 1} is {roles[index]!r} where {expected!r} was expected (turns go: an optional "
                     "system turn first, then user and assistant alternating, starting with user)")
     if roles[-1] != "assistant":
-        return f"the conversation ends with a user turn ({labels[-1]}); it must end with an assistant answer"
+        return f"the conversation ends with a user turn (turn {len(roles)}); it must end with an assistant answer"
     return None
 
 
@@ -241,51 +232,32 @@ def _normalised(text: str) -> str:
     return " ".join(NOT_WORD.sub("", unicodedata.normalize("NFKC", text).casefold()).split())
 
 
+def _groups(keys: list) -> list[list[int]]:
+    """Row positions that share a key, for each key more than one row holds."""
+    grouped = defaultdict(list)
+    for position, key in enumerate(keys):
+        grouped[key].append(position)
+    return [rows for rows in grouped.values() if len(rows) > 1]
+
+
 def _duplicates(conversations: list[list[dict]], findings: list[Finding], frame) -> None:
-    exact_keys = [tuple((turn["role"], turn["content"]) for turn in conversation) for conversation in conversations]
-    exact = defaultdict(list)
-    for position, key in enumerate(exact_keys):
-        exact[key].append(position)
-    groups = [rows for rows in exact.values() if len(rows) > 1]
-    if groups:
-        rows = sorted(row for group in groups for row in group)
-        copies = sum(len(group) - 1 for group in groups)
-        findings.append(_finding("duplicate_conversations", f"{copies} conversations are exact copies of another "
-                                 f"({_where(frame, rows)}); copies weigh those answers more and can land in both "
-                                 "the training and the held-out split", rows, groups=groups))
-    # Same question (everything before the last answer) after normalising: differing answers teach the
-    # model two things at once; equal answers are copies that exact matching missed.
-    by_prompt = defaultdict(list)
-    for position, conversation in enumerate(conversations):
-        if conversation:
-            by_prompt[tuple((turn["role"], _normalised(turn["content"])) for turn in conversation[:-1])].append(position)
-    conflicting, near = [], []
-    for rows in by_prompt.values():
-        answers = defaultdict(list)
-        for row in rows:
-            answers[_normalised(conversations[row][-1]["content"])].append(row)
-        if len(answers) > 1:
-            conflicting.append(rows)
-        near += [same for same in answers.values() if len({exact_keys[row] for row in same}) > 1]
-    if conflicting:
-        rows = sorted(row for group in conflicting for row in group)
-        findings.append(_finding("conflicting_answers", f"{len(conflicting)} questions appear more than once with "
-                                 f"different answers ({_where(frame, rows)}); keep the right answer only",
-                                 rows, groups=conflicting))
-    if near:
-        rows = sorted(row for group in near for row in group)
-        findings.append(_finding("near_duplicates", f"{len(rows)} conversations repeat another up to case, spacing "
-                                 f"or punctuation ({_where(frame, rows)})", rows, groups=near))
-
-
-def _truncation(token_counts: list[int], max_length: int, findings: list[Finding], frame) -> None:
-    long = [position for position, count in enumerate(token_counts) if count > max_length]
-    if long:
-        longest = max(int(token_counts[row]) for row in long)
-        findings.append(_finding("truncated", f"{len(long)} conversations ({len(long) / len(token_counts):.1%}) are "
-                                 f"longer than max_length ({max_length} tokens; longest {longest}) and will be cut, "
-                                 f"losing the end of the answer ({_where(frame, long)}); raise max_length or "
-                                 "shorten them", long, max_length=max_length, longest=longest))
+    exact = [tuple((turn["role"], turn["content"]) for turn in conversation) for conversation in conversations]
+    # The question is everything before the last answer; normalised, so case, spacing and punctuation do
+    # not hide a repeat. Differing answers to one question teach the model two things at once.
+    questions = [tuple((role, _normalised(content)) for role, content in key[:-1]) for key in exact]
+    answers = [_normalised(key[-1][1]) if key else "" for key in exact]
+    checks = [("duplicate_conversations", _groups(exact), "are exact copies of another; copies weigh those answers "
+               "more and can land in both the training and the held-out split"),
+              ("conflicting_answers", [rows for rows in _groups(questions) if len({answers[r] for r in rows}) > 1],
+               "ask the same question with different answers; keep the right answer only"),
+              ("near_duplicates", [rows for rows in _groups(list(zip(questions, answers)))
+                                   if len({exact[r] for r in rows}) > 1],
+               "repeat another up to case, spacing or punctuation")]
+    for code, groups, problem in checks:
+        if groups:
+            rows = sorted(row for group in groups for row in group)
+            findings.append(_finding(code, f"{len(rows)} conversations ({len(groups)} groups) {problem} "
+                                     f"({_where(frame, rows)})", rows, groups=groups))
 
 
 def _script(text: str) -> str | None:
@@ -303,18 +275,14 @@ def _script(text: str) -> str | None:
         else:
             name = unicodedata.name(character, "OTHER")
             counts["Latin" if "LATIN" in name else name.split()[0].title()] += 1
-    if sum(counts.values()) < SCRIPT_MIN_LETTERS:
-        return None
-    return counts.most_common(1)[0][0]
+    return counts.most_common(1)[0][0] if sum(counts.values()) >= SCRIPT_MIN_LETTERS else None
 
 
 def _scripts(conversations: list[list[dict]], findings: list[Finding], frame) -> None:
     """Answers in a script other than most answers' (10% Japanese in an English set), and answers whose
     script differs from their question's: either teaches the model to answer in the wrong language."""
-    def joined(conversation, role):
-        return " ".join(turn["content"] for turn in conversation if turn["role"] == role)
-
-    answers = [_script(joined(conversation, "assistant")) for conversation in conversations]
+    answers, questions = ([_script(" ".join(turn["content"] for turn in conversation if turn["role"] == role))
+                           for conversation in conversations] for role in ("assistant", "user"))
     counted = Counter(script for script in answers if script)
     if len(counted) > 1:
         main = counted.most_common(1)[0][0]
@@ -324,7 +292,6 @@ def _scripts(conversations: list[list[dict]], findings: list[Finding], frame) ->
         findings.append(_finding("script_mix", f"answers mix writing systems ({shares}); {len(rows)} are not in "
                                  f"{main} script ({_where(frame, rows)}); check the mix of languages is intended",
                                  rows, shares={script: count / total for script, count in counted.items()}))
-    questions = [_script(joined(conversation, "user")) for conversation in conversations]
     differing = [position for position, (question, answer) in enumerate(zip(questions, answers))
                  if question and answer and question != answer]
     if differing:
