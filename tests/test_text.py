@@ -8,6 +8,7 @@ import modeldojo as dojo
 from modeldojo.errors import ConfigError, DataError, TrainingError
 from modeldojo.tasks import detect
 from modeldojo.tasks.text import data as text_data
+from modeldojo.training.batches import length_grouped
 
 from text_helpers import reviews, tiny_model
 
@@ -32,9 +33,9 @@ def test_text_task_is_detected_and_learns(tmp_path):
 
 def test_length_grouped_batches_are_deterministic_and_cover_every_example():
     lengths = np.random.default_rng(0).integers(5, 200, 1000)
-    first = text_data.step_batches(lengths, 16, seed=3, epoch=1)
-    assert first == text_data.step_batches(lengths, 16, seed=3, epoch=1)
-    assert first != text_data.step_batches(lengths, 16, seed=3, epoch=2)
+    first = length_grouped(lengths, 16, seed=3, epoch=1)
+    assert first == length_grouped(lengths, 16, seed=3, epoch=1)
+    assert first != length_grouped(lengths, 16, seed=3, epoch=2)
     assert sorted(i for batch in first for i in batch) == list(range(1000))
     spread = np.mean([lengths[b].max() - lengths[b].min() for b in first])
     assert spread < 20  # similar lengths share a batch: little padding

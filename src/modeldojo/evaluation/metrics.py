@@ -11,7 +11,7 @@ from ..data.target import DEFAULT_SEPARATOR, label_matrix, label_sets
 
 PRIMARY = {"regression": "r2", "binary": "roc_auc", "multiclass": "accuracy", "multilabel": "f1_micro"}
 # Metrics where lower is better (for comparisons in `dojo runs` and promotions later).
-LOWER_IS_BETTER = {"rmse", "mae", "mape", "log_loss", "rmse_log", "hamming_loss"}
+LOWER_IS_BETTER = {"rmse", "mae", "mape", "log_loss", "rmse_log", "hamming_loss", "loss", "perplexity"}
 
 
 def compute(kind: str, y_true, values, probabilities: np.ndarray | None = None,

@@ -9,7 +9,6 @@ import pandas as pd
 from ...errors import DataError
 
 LENGTH_PERCENTILE = 95
-MEGA_BATCH = 50  # step batches sorted by length together (as in LengthGroupedSampler)
 
 
 def join_texts(frame: pd.DataFrame, columns: list[str], separator: str) -> list[str]:
@@ -26,23 +25,6 @@ def choose_max_length(lengths: np.ndarray, model_limit: int) -> int:
     """The 95th percentile of token lengths, rounded up to a multiple of 8, within the model's limit."""
     wanted = int(np.percentile(lengths, LENGTH_PERCENTILE)) if len(lengths) else model_limit
     return max(8, min(model_limit, int(math.ceil(wanted / 8) * 8)))
-
-
-def step_batches(lengths: np.ndarray, step_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Shuffled step batches of similar length: little padding, still random across the epoch.
-
-    Deterministic in (seed, epoch), so a resumed run sees exactly the batches the original would.
-    """
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    chunk = step_size * MEGA_BATCH
-    batches = []
-    for start in range(0, len(order), chunk):
-        mega = order[start:start + chunk]
-        mega = mega[np.argsort(-lengths[mega], kind="stable")]
-        batches += [mega[i:i + step_size].tolist() for i in range(0, len(mega), step_size)]
-    permutation = rng.permutation(len(batches))
-    return [batches[i] for i in permutation]
 
 
 def pad(sequences: list[list[int]], pad_id: int):

@@ -18,6 +18,7 @@ from ...errors import ConfigError, DataError
 from ...events import STAGE, EventBus
 from ...evaluation import metrics as metrics_module
 from ..base import TASKS, Prediction, Task, neural_search_space
+from ...training.batches import length_grouped
 from . import data as text_data
 from .codec import TextCodec
 
@@ -58,7 +59,7 @@ class _Trainee:
 
     def step_batches(self, epoch: int) -> list[list[int]]:
         config = self.task.config.train
-        return text_data.step_batches(self.lengths, config.batch_size * config.gradient_accumulation,
+        return length_grouped(self.lengths, config.batch_size * config.gradient_accumulation,
                                       config.seed, epoch)
 
     def collate(self, indices, device):

@@ -1,0 +1,199 @@
+"""Instruction tuning of a causal LM through the shared training loop (training/loop.py).
+
+`ChatTrainee` is the loop's Trainee over pre-encoded conversations (template.Encoded); `train_chat` takes a
+model + tokenizer + conversations from template to merged weights: template, encoding, strategy, loop.
+
+The loss is the mean over the step's *trained* (assistant) tokens, not over examples: a long answer weighs
+as much per token as a short one, as in every SFT recipe. The loop splits a step into micro-batches and
+weights each micro-batch loss by its share of the step's *examples* (loop._optimizer_step); so each
+micro-batch here divides its token-loss sum by the step's token count scaled by that same share, and the
+weighted sum is exactly the step's token mean whatever the split (accumulation, or the OOM auto-split).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...config import Config, TrainConfig
+from ...errors import DataError
+from ...events import STAGE, EventBus
+from ...training.batches import length_grouped as length_grouped_batches  # as the text task batches
+from . import template as chat
+
+DEFAULTS = {"finetune.strategy": "lora"}  # the chat task's defaults over the generic config's ("full")
+EVALUATE_BATCH = 16
+SHOWN = 5  # dropped rows named in a message
+
+
+def trained_tokens(labels: torch.Tensor) -> torch.Tensor:
+    """Targets the model is scored on: labels shift left by one (position t predicts t+1), so label 0 never is."""
+    return (labels[:, 1:] != chat.IGNORE).sum()
+
+
+class ChatTrainee:
+    """The shared loop's Trainee for a causal LM: length-grouped steps, token-mean loss, perplexity."""
+
+    monitor = "loss"  # loop.fit treats names ending in "loss" as lower-is-better
+
+    def __init__(self, model: torch.nn.Module, train: list[chat.Encoded], validation: list[chat.Encoded] | None,
+                 config: TrainConfig, pad_id: int) -> None:
+        if not train:
+            raise DataError("chat: no conversations left to train on")
+        self.model, self.train, self.validation = model, train, validation or []
+        self.config, self.pad_id = config, pad_id
+        self.lengths = np.array([len(row.input_ids) for row in train])
+        self.tokens = np.array([sum(row.assistant_mask[1:]) for row in train])  # trained targets per example
+        self._step_of: dict[int, tuple[int, int]] = {}  # example -> (examples, trained tokens) of its step
+
+    def step_batches(self, epoch: int) -> list[list[int]]:
+        # Deterministic in (train.seed, epoch): a resumed run rebuilds exactly the batches it was in.
+        size = self.config.batch_size * self.config.gradient_accumulation
+        batches = length_grouped_batches(self.lengths, size, self.config.seed, epoch)
+        # The loop calls this at the start of each epoch it trains, so the map is the current epoch's.
+        self._step_of = {i: (len(b), int(self.tokens[b].sum())) for b in batches for i in b}
+        return batches
+
+    def collate(self, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]:
+        batch = {k: v.to(device) for k, v in chat.collate([self.train[i] for i in indices], self.pad_id).items()}
+        # Divisor for this micro-batch's loss sum (see the module docstring). Indices that are not part of one
+        # known step (a caller outside the loop) get the plain token mean of the batch itself.
+        steps = {self._step_of.get(i) for i in indices}
+        if len(steps) == 1 and None not in steps:
+            examples, tokens = steps.pop()
+            divisor = tokens * len(indices) / examples
+        else:
+            divisor = float(trained_tokens(batch["labels"]))
+        batch["divisor"] = torch.tensor(max(divisor, 1.0), device=device)  # no trained token: loss 0, not NaN
+        return batch
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        # HF's causal-LM loss shifts the labels and skips IGNORE (-100); with num_items_in_batch it sums
+        # instead of averaging, then divides by it (transformers.loss.loss_utils.ForCausalLMLoss).
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                    num_items_in_batch=batch["divisor"], use_cache=False)
+        return out.loss
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        """Token-weighted mean loss over the validation set (a short answer does not count as much as a long
+        one), and its perplexity."""
+        if not self.validation:
+            return {}
+        device, was_training = next(model.parameters()).device, model.training
+        order = sorted(range(len(self.validation)), key=lambda i: len(self.validation[i].input_ids))
+        total, count = 0.0, 0
+        model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, len(order), EVALUATE_BATCH):
+                    rows = [self.validation[i] for i in order[start:start + EVALUATE_BATCH]]
+                    batch = {k: v.to(device) for k, v in chat.collate(rows, self.pad_id).items()}
+                    one = torch.tensor(1.0, device=device)  # divide by 1: the loss sum of this batch
+                    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                labels=batch["labels"], num_items_in_batch=one, use_cache=False)
+                    total += float(out.loss)
+                    count += int(trained_tokens(batch["labels"]))
+        finally:
+            model.train(was_training)
+        loss = total / max(count, 1)
+        return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf}
+
+
+@dataclass
+class ChatTraining:
+    model: torch.nn.Module          # plain weights (LoRA merged), on the CPU, in eval mode
+    template: chat.ChatTemplate
+    loop: Any                       # training.loop.LoopResult
+    info: dict[str, Any]            # strategy, trainable parameters, data counts, loop summary
+
+
+def encode_all(tokenizer, conversations: list[list[dict]], setup: chat.ChatTemplate, max_length: int
+               ) -> tuple[list[chat.Encoded], dict[str, list[int]]]:
+    """Encoded rows, and the row numbers left out: `truncated` (an answer token lies beyond max_length:
+    training on a cut answer would teach the model to stop without its end-of-turn token) and `unencodable`
+    (template.encode's DataError, e.g. an answer whose leading whitespace fuses with the template)."""
+    kept, dropped = [], {"truncated": [], "unencodable": []}
+    for number, conversation in enumerate(conversations):
+        try:
+            row = chat.encode(tokenizer, conversation, setup.text, end_of_turn=setup.end_of_turn)
+        except DataError:
+            dropped["unencodable"].append(number)
+            continue
+        if len(row.input_ids) > max_length:
+            if any(row.assistant_mask[max_length:]):
+                dropped["truncated"].append(number)
+                continue
+            # Only untrained text (a trailing newline, a last user turn) is cut: keep the row.
+            row = chat.Encoded(row.input_ids[:max_length], row.labels[:max_length],
+                               row.assistant_mask[:max_length], truncated=True)
+        kept.append(row)
+    return kept, dropped
+
+
+def _lora_settings(model: torch.nn.Module, settings):
+    """Lora's default targets are every Linear outside `head_names`, which for a causal LM includes lm_head.
+    An adapter there is wasted on a vocabulary-wide matrix and, where lm_head is tied to the token embeddings
+    (SmolLM2), merging it would rewrite the input embeddings too; so the default here is every Linear but the
+    output embedding. Explicit `finetune.lora_targets` are used as given."""
+    if settings.lora_targets:
+        return settings
+    output = model.get_output_embeddings()
+    targets = [name for name, module in model.named_modules()
+               if isinstance(module, torch.nn.Linear) and module is not output]
+    return dataclasses.replace(settings, lora_targets=targets)
+
+
+def train_chat(model, tokenizer, train_conversations: list[list[dict]],
+               validation_conversations: list[list[dict]] | None, config: Config, events: EventBus,
+               workdir: Path | None, *, template: str | None = None) -> ChatTraining:
+    """Instruction-tune `model` on the conversations through the shared loop; checkpoints (and exact resume)
+    under workdir/checkpoints when `workdir` is given. The strategy is `config.finetune.strategy` (apply
+    DEFAULTS for the chat task's default, lora)."""
+    from ...training import strategies
+    from ...training.loop import fit
+
+    torch.manual_seed(config.train.seed)  # adapter initialisation: same seed, same run
+    setup = chat.ensure_template(tokenizer, template)
+    if chat.fit_embeddings(model, tokenizer):
+        events.emit(STAGE, name="template", detail=f"added {', '.join(setup.added_tokens)} to the vocabulary "
+                    "(new embedding rows; they train only if the token embeddings do)")
+    limit = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+    max_length = config.model.max_length or min(limit, tokenizer.model_max_length or limit)
+    train, dropped = encode_all(tokenizer, train_conversations, setup, max_length)
+    validation, dropped_validation = encode_all(tokenizer, validation_conversations or [], setup, max_length)
+    for split, rows in (("training", dropped), ("validation", dropped_validation)):
+        for reason, numbers in rows.items():
+            if numbers:
+                events.emit(STAGE, name="data", detail=f"left out {len(numbers)} {split} conversation(s), {reason} "
+                            f"(max length {max_length} tokens): rows {numbers[:SHOWN]}"
+                            f"{' …' if len(numbers) > SHOWN else ''}")
+    if not train:
+        raise DataError(f"chat: none of the {len(train_conversations)} training conversations fits in "
+                        f"{max_length} tokens with its answers whole; raise model.max_length")
+
+    settings = config.finetune
+    if settings.strategy == "lora":
+        settings = _lora_settings(model, settings)
+    strategy = strategies.STRATEGIES.get(settings.strategy)(settings)
+    model = strategy.prepare(model, [])  # no new head: the LM head is the pretrained one
+    trainable = strategies.trainable_summary(model)
+    events.emit(STAGE, name="strategy", detail=f"{strategy.name}: {trainable['trainable_parameters']:,} of "
+                f"{trainable['total_parameters']:,} parameters train ({trainable['trainable_percent']}%)")
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else setup.end_of_turn
+    trainee = ChatTrainee(model, train, validation, config.train, pad_id)
+    checkpoint_dir = Path(workdir) / "checkpoints" if workdir else None
+    result = fit(trainee, config.train, events, checkpoint_dir)
+    final = strategy.finalize(trainee.model).cpu().eval()
+    info = {"strategy": strategy.name, **trainable, "max_length": max_length, "template": setup.source,
+            "train_conversations": len(train), "validation_conversations": len(validation),
+            "trained_tokens": int(trainee.tokens.sum()),
+            "dropped": {split: {k: len(v) for k, v in rows.items()}
+                        for split, rows in (("train", dropped), ("validation", dropped_validation))},
+            **result.summary()}
+    return ChatTraining(final, setup, result, info)
