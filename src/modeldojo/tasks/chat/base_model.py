@@ -58,17 +58,25 @@ def converted(gguf: Path, convert=None) -> Path:
     cached by the file's SHA-256. `convert(gguf, folder)` is injectable for tests."""
     key = sha256(gguf)
     folder = cache_root() / "gguf" / f"{gguf.stem}-{key[:16]}"
-    if (folder / MARKER).is_file():
+    return build_once(folder, MARKER, f"{gguf}\nsha256 {key}\n", lambda partial: (convert or _convert)(gguf, partial))
+
+
+def build_once(folder: Path, marker: str, marker_text: str, write) -> Path:
+    """`folder`, made by `write(partial)` into a temporary sibling renamed into place with `marker` written
+    last — unless a complete one (holding the marker) exists. A killed build leaves nothing that looks done."""
+    if (folder / marker).is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
-        (convert or _convert)(gguf, partial)
-        (partial / MARKER).write_text(f"{gguf}\nsha256 {key}\n", encoding="utf-8")
+        write(partial)
+        (partial / marker).write_text(marker_text, encoding="utf-8")
+        if folder.exists() and not (folder / marker).is_file():
+            shutil.rmtree(folder)  # an incomplete folder (an older layout): replace it
         try:
             partial.rename(folder)
         except OSError:  # another process finished first: its folder is as good as ours
-            if not (folder / MARKER).is_file():
+            if not (folder / marker).is_file():
                 raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)

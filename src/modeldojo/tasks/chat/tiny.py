@@ -12,10 +12,9 @@ has the marker is complete and is reused as is.
 from __future__ import annotations
 
 import itertools
-import shutil
-import tempfile
 from pathlib import Path
 
+from .base_model import build_once
 from .template import CHATML, CHATML_TOKENS
 
 MARKER = "tiny-chat.txt"
@@ -63,17 +62,12 @@ def tokenizer(template: str | None = None):
 
 def build(folder: Path, template: str | None = None, *, seed: int = 0) -> Path:
     """The tiny model and tokenizer saved (safetensors) in `folder`; reused when `folder` is complete."""
-    folder = Path(folder)
-    if (folder / MARKER).is_file():
-        return folder
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    from transformers.utils import logging
+    def write(partial: Path) -> None:
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+        from transformers.utils import logging
 
-    logging.disable_progress_bar()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
+        logging.disable_progress_bar()
         words = tokenizer(template)
         start, end = (words.convert_tokens_to_ids(token) for token in CHATML_TOKENS)
         config = LlamaConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -82,14 +76,5 @@ def build(folder: Path, template: str | None = None, *, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         LlamaForCausalLM(config).save_pretrained(partial)
         words.save_pretrained(partial)
-        (partial / MARKER).write_text(f"tiny chat model, seed {seed}\n", encoding="utf-8")
-        if folder.exists() and not (folder / MARKER).is_file():
-            shutil.rmtree(folder)  # an incomplete folder from an older layout: replace it
-        try:
-            partial.rename(folder)
-        except OSError:  # another process finished first: its folder is as good as ours
-            if not (folder / MARKER).is_file():
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return folder
+
+    return build_once(Path(folder), MARKER, f"tiny chat model, seed {seed}\n", write)
