@@ -145,3 +145,18 @@ def test_rows_whose_answer_would_be_cut_are_left_out(folder):
     kept, dropped = encode_all(tokenizer, [TRAIN[0], [{"role": "user", "content": "Hi"},
                                                       {"role": "assistant", "content": "\n\nHello"}]], setup, size - 2)
     assert kept == [] and dropped == {"truncated": [0], "unencodable": [1]}
+
+
+def test_default_lora_targets_leave_a_language_models_output_layer_alone(tmp_path):
+    """PEFT's "all-linear" rule: no adapter on lm_head (tied to the input embeddings in SmolLM2)."""
+    from transformers import AutoModelForCausalLM
+
+    from modeldojo.config import FinetuneConfig
+    from modeldojo.tasks.chat import tiny
+    from modeldojo.training.strategies import STRATEGIES
+
+    model = AutoModelForCausalLM.from_pretrained(tiny.build(tmp_path / "tiny"))
+    prepared = STRATEGIES.get("lora")(FinetuneConfig()).prepare(model, [])
+    adapted = {name.split(".lora_A")[0] for name, _ in prepared.named_parameters() if ".lora_A" in name}
+    assert adapted and not any(name.endswith("lm_head") for name in adapted)
+    assert any(name.endswith("q_proj") for name in adapted)

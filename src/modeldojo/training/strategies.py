@@ -122,10 +122,14 @@ class Lora(Strategy):
 
         # Every linear layer (and non-grouped convolution, for CNNs) outside the head by full name; the head
         # trains fully (modules_to_save). Depthwise convolutions have too few weights per filter to adapt.
+        # A language model's output layer is left out too, as PEFT's "all-linear" does: it is vocabulary-sized,
+        # and where it shares its weight with the input embeddings (SmolLM2) merging an adapter into it would
+        # rewrite the embeddings as well.
+        output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         targets = self.settings.lora_targets or [
             name for name, module in model.named_modules()
             if (isinstance(module, torch.nn.Linear) or (isinstance(module, torch.nn.Conv2d) and module.groups == 1))
-            and not _is_head(name, head_names)]
+            and not _is_head(name, head_names) and module is not output]
         config = LoraConfig(r=self.settings.lora_rank, lora_alpha=self.settings.lora_alpha,
                             lora_dropout=self.settings.lora_dropout, target_modules=targets,
                             modules_to_save=list(head_names))
