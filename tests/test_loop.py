@@ -143,3 +143,16 @@ def test_crash_then_resume_matches_an_uninterrupted_run(tmp_path, every):
     assert result.resumed_from is not None and result.steps == 32
     for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_train_threads_sets_torchs_threads_for_the_run_and_restores_them():
+    seen = []
+
+    class Counting(Toy):
+        def loss(self, model, batch):
+            seen.append(torch.get_num_threads())
+            return super().loss(model, batch)
+
+    before = torch.get_num_threads()
+    fit(Counting(), settings(epochs=1, threads=1), EventBus(), None)
+    assert set(seen) == {1} and torch.get_num_threads() == before

@@ -196,7 +196,7 @@ class TrainConfig(Group):
                                               "improvement; 0 = off.", minimum=0)
     refit_full: bool = setting(True, "After early stopping, refit on train+validation with the best round count "
                                      "scaled to the larger data.")
-    threads: int = setting(0, "CPU threads for learners; 0 = all cores.", minimum=0)
+    threads: int = setting(0, "CPU threads for learners and torch's training loop; 0 = all cores.", minimum=0)
     # -- neural tasks (text, image, LLM): one shared training loop ----------------------
     epochs: int = setting(3, "Neural: passes over the training data.", minimum=1)
     max_steps: int = setting(0, "Neural: stop after this many optimizer steps; 0 = no limit.", minimum=0)

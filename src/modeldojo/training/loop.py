@@ -79,6 +79,18 @@ def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | N
 
 def fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir: Path | None,
         dist: Distributed | None = None) -> LoopResult:
+    """Train `trainee`; `train.threads` (when set) is torch's CPU thread count for the run, restored after."""
+    previous = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _fit(trainee, config, bus, checkpoint_dir, dist)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir: Path | None,
+         dist: Distributed | None) -> LoopResult:
     dist = dist or Distributed.from_environment()
     device, model = dist.device, trainee.model.to(dist.device)
     if device.type == "cpu":
