@@ -25,7 +25,7 @@ from .batching import Closed, MicroBatcher, QueueFull
 from .guards import BearerAuth, BodyLimit, Measure, error_body
 from .metrics import CONTENT_TYPE, Metrics
 from .predictor import Predictor
-from .schemas import error_responses, ErrorDetail, PredictRequest, PredictResponse
+from .schemas import ErrorDetail, PredictRequest, PredictResponse, error_responses, first_problem
 
 log = logging.getLogger("uvicorn.error")  # printed in uvicorn's format, beside its own lines
 
@@ -177,12 +177,8 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = error.errors()
-        first = problems[0] if problems else {}
-        where = ".".join(str(part) for part in first.get("loc", ())) or "request"
-        message = f"{where}: {first.get('msg', 'invalid')}" + (f" ({len(problems) - 1} more)" if len(problems) > 1 else "")
-        v2 = request.url.path.startswith("/v2")
-        return JSONResponse(error_body(request.url.path, message), 400 if v2 else 422)
+        message = first_problem(list(error.errors()), where="request")
+        return JSONResponse(error_body(request.url.path, message), 400 if request.url.path.startswith("/v2") else 422)
 
     app.openapi = lambda: openapi.document(app, state, settings)
 

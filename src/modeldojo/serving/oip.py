@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from .. import __version__
-from .schemas import InferRequest, InferResponse, ModelMetadata, ModelReady, error_responses
+from .schemas import InferRequest, InferResponse, ModelMetadata, ModelReady, error_responses, first_problem
 
 HEADER = "inference-header-content-length"
 NUMPY_TYPES = {"BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "INT8": "i1",
@@ -52,7 +52,7 @@ def parse(body: bytes, header_length: str | None) -> tuple[InferRequest, list[by
     try:
         request = InferRequest.model_validate_json(header)
     except ValidationError as error:
-        raise ValueError(f"invalid inference request: {_first_error(error)}") from None
+        raise ValueError(f"invalid inference request: {first_problem(error.errors())}") from None
     raws, offset = [], 0
     for index, tensor in enumerate(request.inputs):
         size = (tensor.parameters or {}).get("binary_data_size")
@@ -133,11 +133,11 @@ def _from_binary(raw: bytes, datatype: str, where: str) -> list[Any]:
 
 
 # -- answers -----------------------------------------------------------------------------
-def response(predictor, request: InferRequest, answers: list[dict[str, Any]]) -> Response:
+def response(predictor, request: InferRequest, answers: list[dict[str, Any]], datatypes: dict[str, str]) -> Response:
+    """`datatypes`: output name → OIP datatype (the codec's outputs)."""
     codec = predictor.codec
     wanted = {output.name: output for output in request.outputs} if request.outputs else None
     binary_default = bool((request.parameters or {}).get("binary_data_output", False))
-    datatypes = {output["name"]: output["datatype"] for output in codec.outputs()}
     outputs, blobs = [], []
     for name, (shape, data) in codec.output_tensors(answers).items():
         if wanted is not None and name not in wanted:
@@ -170,12 +170,6 @@ def _to_binary(data: list[Any], datatype: str) -> bytes:
         return b"".join(struct.pack("<I", len(item)) + item for item in encoded)
     values = [np.nan if value is None else value for value in data]
     return np.asarray(values, dtype=NUMPY_TYPES[datatype]).tobytes()
-
-
-def _first_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first.get("loc", ())) or "body"
-    return f"{where}: {first.get('msg')}" + (f" ({error.error_count() - 1} more)" if error.error_count() > 1 else "")
 
 
 # -- routes ------------------------------------------------------------------------------
@@ -236,14 +230,14 @@ def add_routes(app: FastAPI, state, ready_predictor, answer, records) -> None:
         try:
             parsed, raws = parse(body, request.headers.get(HEADER))
             wanted = {output.name for output in parsed.outputs or []}
-            available = {output["name"] for output in predictor.codec.outputs()}
-            if wanted - available:
-                raise ValueError(f"unknown output(s) {sorted(wanted - available)}; this model has "
-                                 f"{sorted(available)}")
+            datatypes = {output["name"]: output["datatype"] for output in predictor.codec.outputs()}
+            if wanted - datatypes.keys():
+                raise ValueError(f"unknown output(s) {sorted(wanted - datatypes.keys())}; this model has "
+                                 f"{sorted(datatypes)}")
             rows = rows_from_tensors(parsed, raws, predictor.codec)
         except ValueError as error:
             raise HTTPException(400, str(error)) from None
-        return response(predictor, parsed, await answer(await records(predictor, rows, 400), 400))
+        return response(predictor, parsed, await answer(await records(predictor, rows, 400), 400), datatypes)
 
 
 __all__ = ["add_routes", "metadata", "InferResponse"]

@@ -97,3 +97,10 @@ REASONS = {400: "invalid request (the message says what and where)", 401: "missi
 def error_responses(*statuses: int, body: type[BaseModel] = ErrorMessage) -> dict[int, dict[str, Any]]:
     """OpenAPI `responses` for these error statuses, each with the body the server sends."""
     return {status: {"model": body, "description": REASONS[status]} for status in statuses}
+
+
+def first_problem(problems: list[dict[str, Any]], where: str = "body") -> str:
+    """pydantic's (or FastAPI's) validation errors as one line: where and what of the first, and how many more."""
+    first = problems[0] if problems else {}
+    place = ".".join(str(part) for part in first.get("loc", ())) or where
+    return f"{place}: {first.get('msg', 'invalid')}" + (f" ({len(problems) - 1} more)" if len(problems) > 1 else "")
