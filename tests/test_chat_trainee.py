@@ -108,10 +108,10 @@ def test_loss_is_the_mean_over_exactly_the_assistant_tokens(folder):
         answers = sum(m["role"] == "assistant" for c in multi + TRAIN[2:6] for m in c)
         assert len(closing) == answers == 7  # one trained <|im_end|> per answer, though it is also the pad id
         torch.testing.assert_close(loss, torch.stack(terms).mean())
-        # The loop's micro-batches (weighted by example share) add up to the same token mean.
+        # The loop's micro-batches (weighted by trainee.weight: their trained tokens) add up to the same token mean.
         halves = [step[:2], step[2:]]
-        split = sum(trainee.loss(model, trainee.collate(h, torch.device("cpu"))) * len(h) / len(step)
-                    for h in halves)
+        split = sum(trainee.loss(model, trainee.collate(h, torch.device("cpu"))) * trainee.weight(h)
+                    / trainee.weight(step) for h in halves)
         torch.testing.assert_close(split, loss)
 
 

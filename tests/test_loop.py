@@ -156,3 +156,26 @@ def test_train_threads_sets_torchs_threads_for_the_run_and_restores_them():
     before = torch.get_num_threads()
     fit(Counting(), settings(epochs=1, threads=1), EventBus(), None)
     assert set(seen) == {1} and torch.get_num_threads() == before
+
+
+def test_a_trainee_weight_decides_how_micro_batches_are_weighted():
+    """A token-level loss: micro-batches weigh by what `weight` counts, so accumulation gives the full step."""
+    class Weighted(Toy):
+        counts = np.arange(1, 65)  # a different "token count" per example
+
+        def weight(self, indices):
+            return int(self.counts[indices].sum())
+
+        def loss(self, model, batch):  # a weighted mean over the batch, as a token mean is
+            weights = torch.as_tensor(self.counts[batch["indices"]], dtype=torch.float32)
+            errors = (model(batch["x"]).squeeze(-1) - batch["y"]) ** 2
+            return (errors * weights).sum() / weights.sum()
+
+        def collate(self, indices, device):
+            return {**super().collate(indices, device), "indices": indices}
+
+    one, two = Weighted(), Weighted()
+    fit(one, settings(batch_size=8), EventBus(), None)
+    fit(two, settings(batch_size=4, gradient_accumulation=2), EventBus(), None)
+    for a, b in zip(one.model.parameters(), two.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)

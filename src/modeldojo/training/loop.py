@@ -31,6 +31,8 @@ class Trainee(Protocol):
     def collate(self, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]: ...
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]: ...  # validation metrics incl. "loss"
+    # Optional: weight(indices) → what the loss of those examples is a mean over (default: the examples; a
+    # token-level loss says its tokens), so a step split into micro-batches gets the full batch's gradient.
 
 
 @dataclass
@@ -206,9 +208,12 @@ def _optimizer_step(trainee, wrapped, model, optimizer, scaler, indices, config:
                     state: dict[str, Any], dist: Distributed) -> float:
     """One optimizer step over `indices`, split into micro-batches; on CUDA out-of-memory, split finer.
 
-    Each micro-batch loss is weighted by its share of the step's examples, so the gradient equals
-    the full batch's whatever the split: the effective batch size never changes.
+    Each micro-batch loss is weighted by its share of the step's examples (or of what `trainee.weight` counts,
+    e.g. trained tokens), so the gradient equals the full batch's whatever the split: the effective batch size
+    never changes.
     """
+    weigh = getattr(trainee, "weight", len)
+    step_weight = max(weigh(indices), 1)
     while True:
         pieces = max(1, min(len(indices), config.gradient_accumulation * state["split"]))
         chunks = [list(chunk) for chunk in _split(indices, pieces)]
@@ -222,7 +227,7 @@ def _optimizer_step(trainee, wrapped, model, optimizer, scaler, indices, config:
                     loss = trainee.loss(wrapped, batch)
                     if config.l1:
                         loss = loss + config.l1 * sum(p.abs().sum() for p in model.parameters() if p.requires_grad)
-                    loss = loss * (len(chunk) / len(indices))
+                    loss = loss * (weigh(chunk) / step_weight)
                 if not torch.isfinite(loss):
                     raise TrainingError(f"non-finite loss ({loss.item()}) at step {state['step'] + 1}, epoch "
                                         f"{state['epoch'] + 1}; lower train.learning_rate or check the data. "

@@ -4,10 +4,9 @@
 model + tokenizer + conversations from template to merged weights: template, encoding, strategy, loop.
 
 The loss is the mean over the step's *trained* (assistant) tokens, not over examples: a long answer weighs
-as much per token as a short one, as in every SFT recipe. The loop splits a step into micro-batches and
-weights each micro-batch loss by its share of the step's *examples* (loop._optimizer_step); so each
-micro-batch here divides its token-loss sum by the step's token count scaled by that same share, and the
-weighted sum is exactly the step's token mean whatever the split (accumulation, or the OOM auto-split).
+as much per token as a short one, as in every SFT recipe. Each micro-batch's loss is its own token mean and
+`weight` tells the loop how many tokens that is, so the loop's weighted sum is exactly the step's token mean
+whatever the split (accumulation, or the OOM auto-split).
 """
 from __future__ import annotations
 
@@ -49,27 +48,20 @@ class ChatTrainee:
         self.config, self.pad_id = config, pad_id
         self.lengths = np.array([len(row.input_ids) for row in train])
         self.tokens = np.array([sum(row.assistant_mask[1:]) for row in train])  # trained targets per example
-        self._step_of: dict[int, tuple[int, int]] = {}  # example -> (examples, trained tokens) of its step
 
     def step_batches(self, epoch: int) -> list[list[int]]:
         # Deterministic in (train.seed, epoch): a resumed run rebuilds exactly the batches it was in.
         size = self.config.batch_size * self.config.gradient_accumulation
-        batches = length_grouped_batches(self.lengths, size, self.config.seed, epoch)
-        # The loop calls this at the start of each epoch it trains, so the map is the current epoch's.
-        self._step_of = {i: (len(b), int(self.tokens[b].sum())) for b in batches for i in b}
-        return batches
+        return length_grouped_batches(self.lengths, size, self.config.seed, epoch)
+
+    def weight(self, indices: list[int]) -> int:
+        """What this trainee's loss is a mean over: the examples' trained tokens (the loop weighs micro-batches)."""
+        return int(self.tokens[indices].sum())
 
     def collate(self, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]:
         batch = {k: v.to(device) for k, v in chat.collate([self.train[i] for i in indices], self.pad_id).items()}
-        # Divisor for this micro-batch's loss sum (see the module docstring). Indices that are not part of one
-        # known step (a caller outside the loop) get the plain token mean of the batch itself.
-        steps = {self._step_of.get(i) for i in indices}
-        if len(steps) == 1 and None not in steps:
-            examples, tokens = steps.pop()
-            divisor = tokens * len(indices) / examples
-        else:
-            divisor = float(trained_tokens(batch["labels"]))
-        batch["divisor"] = torch.tensor(max(divisor, 1.0), device=device)  # no trained token: loss 0, not NaN
+        # The token mean of this micro-batch; no trained token gives loss 0, not NaN.
+        batch["divisor"] = torch.tensor(max(float(trained_tokens(batch["labels"])), 1.0), device=device)
         return batch
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
