@@ -17,7 +17,7 @@ from . import runs as runs_module
 from . import tasks
 from .config import Config
 from .data import balance, checks as checks_module, readers, splits
-from .data.target import require_column, target_values
+from .data.target import require_column
 from .environment import describe as describe_environment
 from .errors import ConfigError, DataError, NotFoundError
 from .evaluation import card, metrics as metrics_module, report
@@ -110,12 +110,17 @@ def _task_name(frame: pd.DataFrame, config: Config) -> str:
     return config.task.name if config.task.name != "auto" else tasks.detect(frame, config.data.target)
 
 
-def _run_checks(frame: pd.DataFrame, config: Config, label_errors: bool) -> checks_module.CheckReport:
-    data = config.data
-    return checks_module.run_checks(frame, data.target, kind=config.task.kind, seed=config.train.seed,
-                                    label_errors=label_errors and data.label_error_check,
-                                    sample_rows=data.check_sample_rows, drop_columns=data.drop_columns,
-                                    separator=data.label_separator, skip_bad_images=data.skip_bad_images)
+def _task_frame(frame: pd.DataFrame, config: Config) -> tuple[type[tasks.Task], pd.DataFrame, Config]:
+    """The task the data is for (unknown names fail here, before any compute), the rows in the task's own form,
+    and the config with the task's defaults filled in (target, fine-tuning strategy)."""
+    task_class = tasks.get(_task_name(frame, config))
+    frame = task_class.normalize(frame, config)
+    defaults = {}
+    if not config.data.target and task_class.default_target:
+        defaults["data.target"] = task_class.default_target
+    if config.finetune.strategy == "auto":
+        defaults["finetune.strategy"] = task_class.default_strategy
+    return task_class, frame, config.with_overrides(defaults) if defaults else config
 
 
 def prepare(data=None, config: Config | None = None, *, run_checks: bool = True) -> Prepared:
@@ -123,15 +128,13 @@ def prepare(data=None, config: Config | None = None, *, run_checks: bool = True)
     source = data if isinstance(data, pd.DataFrame) else (data or config.data.path)
     if source is None:
         raise ConfigError("no training data: pass a file (dojo train data.csv) or set data.path")
-    target = config.data.target
+    task_class, frame, config = _task_frame(_read(source, config), config)
+    task_name, target = task_class.name, config.data.target
     if not target:
         raise ConfigError("no target column: pass --target COLUMN or set data.target")
-    frame = _read(source, config)
     for column in [target, *config.data.drop_columns, *filter(None, [config.data.group_column])]:
         require_column(frame, column, "target" if column == target else "configured")
-    task_name = _task_name(frame, config)
-    task_class = tasks.get(task_name)  # unknown task names fail here, before any compute
-    report_ = _run_checks(frame, config, label_errors=run_checks and task_class.row_label_checks)
+    report_ = task_class.check_data(frame, config, run_checks and task_class.row_label_checks)
     if report_.errors:
         raise DataError("\n".join(f.message for f in report_.errors))
     if report_.skipped_rows:  # unreadable images the user chose to leave out
@@ -140,15 +143,14 @@ def prepare(data=None, config: Config | None = None, *, run_checks: bool = True)
         frame.attrs = {k: v for k, v in attrs.items() if k != "lines"}
     kind = report_.kind
     excluded = set(report_.id_columns) | set(report_.constant_columns) | set(config.data.drop_columns) | {target}
-    features = [c for c in frame.columns if c not in excluded]
     prepared = Prepared(config.with_overrides({"task.name": task_name, "task.kind": kind}), frame,
-                        target_values(frame, target, kind, config.data.label_separator), kind, task_name, report_,
-                        features)
+                        task_class.target_values(frame, target, kind, config.data.label_separator), kind, task_name,
+                        report_, task_class.features(frame, excluded))
     for role, path in (("validation", config.data.validation_path), ("test", config.data.test_path)):
         if path:
-            extra = _read(path, config)
+            extra = task_class.normalize(_read(path, config), config)
             require_column(extra, target, "target")
-            setattr(prepared, role, (extra, target_values(extra, target, kind, config.data.label_separator)))
+            setattr(prepared, role, (extra, task_class.target_values(extra, target, kind, config.data.label_separator)))
     return prepared
 
 
@@ -158,7 +160,7 @@ def _fit(prepared: Prepared, train_rows: np.ndarray, validation: tuple[pd.DataFr
     task = tasks.get(prepared.task_name)(config, prepared.kind, config.data.target)
     task.workdir = workdir
     task.excluded_columns = [c for c in frame.columns if c not in prepared.features and c != config.data.target]
-    if prepared.kind not in ("regression", "multilabel"):
+    if prepared.kind in ("binary", "multiclass"):  # class balance means nothing for values, sets or texts
         train_rows = balance.resample(train_rows, y, config.data.resample, config.train.seed)
     X_val, y_val = (validation[0][prepared.features], validation[1]) if validation is not None else (None, None)
     if X_val is not None:
@@ -168,14 +170,12 @@ def _fit(prepared: Prepared, train_rows: np.ndarray, validation: tuple[pd.DataFr
     return task, info
 
 
-def _score(predict, frame: pd.DataFrame, y: pd.Series, kind: str, separator: str):
+def _score(task_class: type[tasks.Task], predict, frame: pd.DataFrame, y: pd.Series, kind: str, separator: str):
     """Metrics of `predict` (frame → Prediction) on the rows whose target is present."""
     keep = y.notna().to_numpy()
     frame, y = frame[keep], y[keep]
     prediction = predict(frame)
-    scores = metrics_module.compute(kind, y.to_numpy(), prediction.values, prediction.probabilities,
-                                    prediction.classes, separator)
-    return scores, prediction, frame, y
+    return task_class.scores(kind, y.to_numpy(), prediction, separator), prediction, frame, y
 
 
 def _gallery_source(image_columns: list[str], frame) -> tuple[str, Path | None] | None:
@@ -205,7 +205,8 @@ def require_enough_rows(prepared: Prepared, cv: int | None = None) -> None:
 def _split(prepared: Prepared):
     data, seed = prepared.config.data, prepared.config.train.seed
     groups = prepared.frame[data.group_column].astype(str).to_numpy() if data.group_column else None
-    return splits.split(prepared.y, prepared.kind, validation_fraction=data.validation_fraction,
+    labels, kind = tasks.get(prepared.task_name).split_labels(prepared.frame, prepared.y, prepared.kind)
+    return splits.split(labels, kind, validation_fraction=data.validation_fraction,
                         test_fraction=data.test_fraction, seed=seed, groups=groups,
                         has_validation=prepared.validation is not None, has_test=prepared.test is not None)
 
@@ -252,16 +253,17 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
         history = info.pop("history", None)
         if history:
             run.write_json("history.json", history)
-        scores = {}
+        scores, sections = {}, []
         worst = pd.DataFrame()
         if test is not None:
             bus.emit(ev.STAGE, name="evaluate", detail=f"{len(test[1])} test rows")
             scores, prediction, test_frame, test_y = _score(
-                lambda rows: task.predict(rows[prepared.features]), test[0], test[1], prepared.kind,
+                type(task), lambda rows: task.predict(rows[prepared.features]), test[0], test[1], prepared.kind,
                 config.data.label_separator)
-            worst = metrics_module.worst_predictions(
-                test_frame[prepared.features], prepared.kind, test_y, prediction.values, prediction.probabilities,
-                prediction.classes, config.evaluate.worst_examples, config.data.label_separator)
+            worst = task.worst(test_frame[prepared.features], prepared.kind, test_y, prediction,
+                               config.evaluate.worst_examples, config.data.label_separator)
+            extra_scores, sections = task.extra_evaluation(test_frame, test_y, prediction, bus)
+            scores.update(extra_scores)
         bus.emit(ev.METRICS, metrics=scores, prefix="test_")
         bus.emit(ev.METRICS, metrics={k: v for k, v in info.items() if isinstance(v, (int, float))}, prefix="fit_")
         meta = {"task": prepared.task_name, "kind": prepared.kind, "target": config.data.target,
@@ -279,7 +281,8 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
                          actual=test_y.to_numpy() if test is not None else None,
                          predicted=prediction.values if test is not None else None, worst=worst,
                          importance=task.feature_importance(), checks=prepared.checks.to_dict(), history=history,
-                         images=_gallery_source(prepared.checks.image_columns, test[0] if test else frame))
+                         images=_gallery_source(prepared.checks.image_columns, test[0] if test else frame),
+                         sections=sections)
             card.write(run.directory / "MODEL_CARD.md", name=run.name, description=description, metrics=scores,
                        checks=prepared.checks.to_dict(), fingerprint=fingerprint, created=runs_module.now())
         run.set_status("completed", finished=runs_module.now(), learner=description.get("learner"))
@@ -298,10 +301,9 @@ def check(data, target: str | None = None, *, config: Config | str | Path | None
     source = data if isinstance(data, pd.DataFrame) else (data or config.data.path)
     if source is None:
         raise ConfigError("no data: pass a file or set data.path")
-    frame = _read(source, config)
+    task_class, frame, config = _task_frame(_read(source, config), config)
     # The table-model label-error check runs only where the task's data suits it (as in train).
-    suits = config.data.target not in frame.columns or tasks.get(_task_name(frame, config)).row_label_checks
-    return _run_checks(frame, config, label_errors=suits)
+    return task_class.check_data(frame, config, config.data.target not in frame.columns or task_class.row_label_checks)
 
 
 def load(reference: str | Path, runs_dir: str | Path = "runs") -> Model:
@@ -329,6 +331,7 @@ def evaluate(reference: str | Path, data=None, *, cv: int | None = None, runs_di
         raise ConfigError(f"run {run.name} was trained from an in-memory DataFrame; pass --data FILE to evaluate it")
     result: dict[str, Any] = {"run": run.name, "data": "<DataFrame>" if isinstance(source, pd.DataFrame) else str(source)}
     kind, target = model.kind, config.data.target
+    task_class = tasks.get(model.meta["task"])
     if cv:
         result["cv"] = cross_validate(prepare(source, config, run_checks=False), cv, bus)
         run.write_json("evaluation/cv.json", result["cv"])
@@ -345,14 +348,15 @@ def evaluate(reference: str | Path, data=None, *, cv: int | None = None, runs_di
             frame = _read(data, config, prefer=(run.read_json("data.json") or {}).get("encoding"))
             if frame.attrs.get("encoding_warning"):
                 result["warnings"] = [frame.attrs["encoding_warning"]]
+            frame = task_class.normalize(frame, config)
             require_column(frame, target, "target")
-            y = target_values(frame, target, kind, config.data.label_separator)
+            y = task_class.target_values(frame, target, kind, config.data.label_separator)
         bus.emit(ev.STAGE, name="evaluate", detail=f"{int(y.notna().sum())} rows")
-        scores, prediction, frame, y = _score(model.predict_frame, frame, y, kind, config.data.label_separator)
+        scores, prediction, frame, y = _score(task_class, model.predict_frame, frame, y, kind,
+                                              config.data.label_separator)
         actual, predicted = y.to_numpy(), prediction.values
-        worst = metrics_module.worst_predictions(frame[model.features], kind, y, prediction.values,
-                                                 prediction.probabilities, prediction.classes,
-                                                 config.evaluate.worst_examples, config.data.label_separator)
+        worst = task_class.worst(frame[model.features], kind, y, prediction, config.evaluate.worst_examples,
+                                 config.data.label_separator)
         result["metrics"] = scores
         run.write_json("evaluation/metrics.json", scores)
     report.write(out / "report.html", title=f"Evaluation of {run.name}", summary={"data": result["data"],
@@ -379,8 +383,9 @@ def cross_validate(prepared: Prepared, k: int, bus: ev.EventBus) -> dict[str, An
         validation = (prepared.frame.iloc[inner_validation], prepared.y.iloc[inner_validation]) \
             if len(inner_validation) else None
         task, _ = _fit(prepared, inner_train, validation, bus)
-        scores = _score(lambda rows: task.predict(rows[prepared.features]), prepared.frame.iloc[test_rows],
-                        prepared.y.iloc[test_rows], prepared.kind, data.label_separator)[0]
+        scores = _score(type(task), lambda rows: task.predict(rows[prepared.features]),
+                        prepared.frame.iloc[test_rows], prepared.y.iloc[test_rows], prepared.kind,
+                        data.label_separator)[0]
         table.append({"fold": str(number), **metrics_module.scalar(scores)})
     frame = pd.DataFrame(table).set_index("fold")
     summary = [{"fold": "mean", **frame.mean().to_dict()}, {"fold": "std", **frame.std().to_dict()}]

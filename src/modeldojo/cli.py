@@ -118,14 +118,18 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--data", required=True, help="CSV/TSV/JSONL/Parquet rows to predict")
     predict.add_argument("--out", help="output file (.csv, .jsonl or .parquet); default: CSV on stdout")
 
-    export = command("export", "Export a run as a self-contained folder (ONNX model, preprocessing, manifest.json), "
-                     "refused unless it matches the original on the run's validation rows (parity check).",
-                     "dojo export reviews --format onnx\n  dojo export reviews --quantize int8 --out deploy/reviews-int8",
-                     [reading])
+    export = command("export", "Export a run as a self-contained folder (ONNX model, preprocessing, manifest.json; "
+                     "a chat model: merged weights or GGUF), refused unless it matches the original on the run's "
+                     "validation rows (parity check).",
+                     "dojo export reviews --format onnx\n  dojo export reviews --quantize int8 --out deploy/reviews-int8"
+                     "\n  dojo export faq-bot                     # chat: LoRA merged into safetensors"
+                     "\n  dojo export faq-bot --format gguf --quantize q8_0", [reading])
     export.add_argument("run", help="run name or folder")
-    export.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default onnx)")
-    export.add_argument("--quantize", choices=["int8", "fp16"], help="int8 weights (CPU) or fp16 (GPU, edge); "
-                                                                     "default fp32. Neural tasks only")
+    export.add_argument("--format", choices=["onnx", "merged", "gguf"],
+                        help="export format (default: the task's first: onnx; merged for chat)")
+    export.add_argument("--quantize", choices=["int8", "fp16", "f16", "q8_0", "f32"],
+                        help="onnx: int8 weights (CPU) or fp16 (GPU, edge), default fp32, neural tasks only; gguf: "
+                             "f16 (default), q8_0 or f32")
     export.add_argument("--out", help="export folder (default: <run>/export/<format>[-int8|-fp16])")
     export.add_argument("--data", help="labelled rows for the parity check (default: the run's validation rows)")
     export.add_argument("--max-abs-diff", type=float, help="largest probability difference allowed "
@@ -176,8 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-wait-ms", type=float, default=2.0, help="longest wait for a batch to fill (default 2)")
     serve.add_argument("--max-queue", type=int, default=256, help="requests waiting per worker before 429 "
                                                                  "(default 256)")
-    serve.add_argument("--timeout", type=float, default=10.0, help="seconds to answer a request before 504 "
-                                                                    "(default 10)")
+    serve.add_argument("--timeout", type=float, help="seconds to answer a request before 504 (default 10; chat "
+                                                     "models 120)")
     serve.add_argument("--max-body-bytes", type=int, help="largest request body, else 413 (default 1 MiB, "
                                                           "16 MiB for image models)")
     serve.add_argument("--drain-timeout", type=float, default=30.0, help="seconds in-flight requests get after "

@@ -155,6 +155,8 @@ class DataConfig(Group):
         "none", "Classification: randomly over-sample minority / under-sample majority classes in the training split.")
     label_error_check: bool = setting(True, "Look for suspected label errors (cleanlab on out-of-fold probabilities).")
     check_sample_rows: int = setting(20000, "Row sample used by the slower checks (leakage, label errors).", minimum=100)
+    system_prompt: str | None = setting(None, "Chat: system turn added to conversations that have none, in "
+                                              "training, evaluation, `dojo chat` and serving alike.")
 
     def validate(self) -> None:
         if self.validation_fraction + self.test_fraction >= 0.9:
@@ -167,9 +169,10 @@ class DataConfig(Group):
 class TaskConfig(Group):
     section = "task"
     name: str = setting("auto", "Registered task name (tabular, …); auto = chosen from the data.")
-    kind: Literal["auto", "regression", "binary", "multiclass", "multilabel"] = setting(
+    kind: Literal["auto", "regression", "binary", "multiclass", "multilabel", "generation"] = setting(
         "auto", "Prediction kind; auto = inferred from the target column (multilabel when its cells are lists, "
-                "e.g. JSON arrays; set multilabel for delimited strings, see data.label_separator).")
+                "e.g. JSON arrays; set multilabel for delimited strings, see data.label_separator); generation = "
+                "the chat task's answers.")
 
 
 @dataclass
@@ -234,8 +237,10 @@ class TrainConfig(Group):
 @dataclass
 class FinetuneConfig(Group):
     section = "finetune"
-    strategy: str = setting("full", "Which weights train: full, head (new head only), freeze (embeddings + first "
-                                    "N layers frozen), lora (PEFT LoRA adapters, merged on save).")
+    strategy: str = setting("auto", "Which weights train: full, head (new head only), freeze (embeddings + first "
+                                    "N layers frozen), lora (PEFT LoRA adapters), reft (chat: LoReFT interventions "
+                                    "on hidden states, see finetune.reft_*); auto = the task's default (lora for "
+                                    "chat, full otherwise).")
     train_token_embeddings: bool = setting(
         False, "full/freeze: also train the token-embedding table. Off by default: it is often half of a small "
                "encoder's weights (11.7M of MiniLM's 22.7M), each step touches only the rows of its tokens, and "
@@ -245,6 +250,12 @@ class FinetuneConfig(Group):
     lora_alpha: int = setting(16, "lora: scaling alpha.", minimum=1)
     lora_dropout: float = setting(0.05, "lora: dropout on the adapter input.", minimum=0.0, maximum=0.9)
     lora_targets: list[str] = setting([], "lora: module names to adapt; empty = all linear layers but the head.")
+    reft_layers: list[int] = setting([], "reft: decoder layers to intervene on (negative counts from the end); "
+                                         "empty = all.")
+    reft_first_positions: int = setting(4, "reft: edit the prompt's first k tokens.", minimum=0)
+    reft_last_positions: int = setting(4, "reft: edit the prompt's last k tokens.", minimum=0)
+    reft_rank: int = setting(4, "reft: rank of each LoReFT intervention.", minimum=1)
+    reft_share_weights: bool = setting(False, "reft: one intervention shared by every chosen layer (else one each).")
 
 
 @dataclass
@@ -252,6 +263,13 @@ class EvaluateConfig(Group):
     section = "evaluate"
     worst_examples: int = setting(20, "How many worst predictions the error analysis lists.", minimum=0)
     report: bool = setting(True, "Write report.html with plots and MODEL_CARD.md.")
+    max_new_tokens: int = setting(128, "Chat: most tokens generated per answer in evaluation and `dojo predict`.",
+                                  minimum=1)
+    baselines: bool = setting(True, "Chat: compare the fine-tuned model on the test questions with the base model "
+                                    "prompted, few-shot and retrieval-augmented (the report's side-by-side table).")
+    baseline_examples: int = setting(3, "Chat: training pairs in the few-shot and retrieval prompts.", minimum=1)
+    baseline_questions: int = setting(0, "Chat: test questions the side-by-side comparison uses; 0 = all.",
+                                      minimum=0)
 
 
 @dataclass

@@ -11,9 +11,8 @@ import pandas as pd
 
 from . import runs, tasks
 from .data import readers
-from .data.target import require_column, target_values
+from .data.target import require_column
 from .errors import NotFoundError
-from .evaluation import metrics as metrics_module
 from .tasks.base import Prediction, Task
 
 
@@ -92,8 +91,18 @@ class Model:
     def predict_frame(self, data) -> Prediction:
         """Full prediction: values, class probabilities and notes (e.g. unseen categories per column)."""
         frame = data if isinstance(data, pd.DataFrame) and "source" in data.attrs else readers.read(data)
+        frame = self._normalize(frame)
         readers.require_columns(readers.source_name(frame), frame.columns, self.features)
         return self._fitted().predict(frame[self.features])
+
+    def _normalize(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows in the task's own form (a chat model reads any chat layout), as training read them."""
+        from .config import Config
+
+        task = type(self._fitted())
+        if task.normalize.__func__ is Task.normalize.__func__:  # the table's rows are already the task's own
+            return frame
+        return task.normalize(frame, Config.from_dict(self.meta.get("config", {})))
 
     def predict(self, data) -> np.ndarray:
         return self.predict_frame(data).values
@@ -105,14 +114,16 @@ class Model:
         return pd.DataFrame(prediction.probabilities, columns=prediction.classes)
 
     def evaluate(self, data) -> dict[str, Any]:
-        frame = readers.read(data)
+        frame = self._normalize(readers.read(data))
         require_column(frame, self.target, "target")
         separator = self.meta.get("config", {}).get("data", {}).get("label_separator", "|")
-        y = target_values(frame, self.target, self.kind, separator)
+        task = type(self._fitted())
+        y = task.target_values(frame, self.target, self.kind, separator)
         keep = y.notna().to_numpy()
-        prediction = self.predict_frame(frame[keep].reset_index(drop=True).pipe(_keep_attrs, frame))
-        return metrics_module.compute(self.kind, y[keep].to_numpy(), prediction.values, prediction.probabilities,
-                                      prediction.classes, separator)
+        rows = frame[keep].reset_index(drop=True).pipe(_keep_attrs, frame)
+        readers.require_columns(readers.source_name(frame), frame.columns, self.features)
+        prediction = self._fitted().predict(rows[self.features])
+        return task.scores(self.kind, y[keep].to_numpy(), prediction, separator)
 
     def feature_importance(self) -> dict[str, float] | None:
         return self._fitted().feature_importance()

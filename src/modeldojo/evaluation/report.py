@@ -59,13 +59,16 @@ def write(path: Path, *, title: str, summary: dict[str, Any], metrics: dict[str,
           actual=None, predicted=None, worst: pd.DataFrame | None = None,
           importance: dict[str, float] | None = None, checks: dict[str, Any] | None = None,
           cv: dict[str, Any] | None = None, history: list[dict[str, Any]] | None = None,
-          images: tuple[str, Path | None] | None = None) -> Path:
-    """`images` = (image column, folder its relative paths start from): the error analysis becomes a gallery."""
+          images: tuple[str, Path | None] | None = None, sections: list[tuple[str, str]] = ()) -> Path:
+    """`images` = (image column, folder its relative paths start from): the error analysis becomes a gallery.
+    `sections`: the task's own (title, HTML) sections, placed after the metrics."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts.append(_table(pd.DataFrame({"": list(summary), "value": [str(v) for v in summary.values()]})))
     if metrics:
         parts.append(metrics_section(metrics))
+    for heading, body in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
     if cv:
         parts.append(f"<h2>{cv['folds']}-fold cross-validation</h2>" + _table(pd.DataFrame(cv["table"])))
     if metrics and kind != "regression" and "confusion_matrix" in metrics:

@@ -24,17 +24,21 @@ QUANTIZE = (None, "int8", "fp16")
 PARITY_ROWS = 512  # enough to see a systematic difference; keeps an export quick
 
 
-def export(reference: str | Path, *, format: str = "onnx", quantize: str | None = None, out: str | Path | None = None,
-           runs_dir: str | Path = "runs", data=None, max_abs_diff: float | None = None,
+def export(reference: str | Path, *, format: str | None = None, quantize: str | None = None,
+           out: str | Path | None = None, runs_dir: str | Path = "runs", data=None, max_abs_diff: float | None = None,
            max_metric_drop: float | None = None, force: bool = False) -> dict[str, Any]:
-    if format not in FORMATS:
-        raise ConfigError(f"--format {format!r}: one of {', '.join(FORMATS)}")
-    if quantize not in QUANTIZE:
-        raise ConfigError(f"--quantize {quantize!r}: int8 or fp16 (or leave it out for fp32)")
     run = Run.open(reference, runs_dir)
     model = Model.load(run.model_dir)
     config = Config.from_dict(model.meta.get("config", {}))
     task = model._task
+    format = format or task.export_formats[0]
+    if format not in task.export_formats:
+        raise ConfigError(f"--format {format!r}: a {model.meta['task']} model exports as "
+                          f"{', '.join(task.export_formats)}")
+    if format != "onnx":  # the task's own format (and its own quantizations and parity check)
+        return _export_other(run, model, config, task, format, quantize, out, data, force)
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"--quantize {quantize!r}: int8 or fp16 (or leave it out for fp32)")
     if quantize and not task.quantizable:
         raise ConfigError(f"--quantize {quantize}: the {model.meta['task']} task's model has no weights to "
                           "quantize (trees compare thresholds); export it without --quantize")
@@ -71,6 +75,33 @@ def export(reference: str | Path, *, format: str = "onnx", quantize: str | None 
             manifest["preprocessing"] = {**task.export_fallback(partial), "rejected_onnx_parity": report.to_dict()}
             report = check()
         manifest["parity"] = report.to_dict()
+        (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+        if not report.passed and not force:
+            run.write_json("export_parity_failed.json", manifest["parity"])
+            raise ParityError(f"export refused, parity failed {report.explain()}; numbers in "
+                              f"{run.directory / 'export_parity_failed.json'}; --force exports anyway")
+        shutil.rmtree(target, ignore_errors=True)
+        partial.replace(target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return {"folder": str(target), "parity": manifest["parity"], "forced": not report.passed}
+
+
+def _export_other(run: Run, model: Model, config: Config, task, format: str, quantize: str | None, out, data,
+                  force: bool) -> dict[str, Any]:
+    target = Path(out) if out else run.directory / "export" / (format + (f"-{quantize}" if quantize else ""))
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        frame, y = _parity_rows(run, model, config, data)
+        details, report = task.export_format(partial, format, quantize, frame, y)
+        manifest = {"format": format, "quantize": quantize, "task": model.meta["task"], "kind": model.kind,
+                    "target": model.target, "classes": None, "inputs": task.input_columns,
+                    "preprocessing": details, "config": model.meta.get("config", {}),
+                    "source_run": str(run.directory.resolve()), "modeldojo": __version__,
+                    "environment": describe_environment().get("packages", {}), "parity": report.to_dict()}
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
         if not report.passed and not force:
             run.write_json("export_parity_failed.json", manifest["parity"])

@@ -39,7 +39,9 @@ class ExportedModel:
         self.kind, self.target = self.manifest["kind"], self.manifest.get("target")
         self.classes = self.manifest.get("classes")
         self.features = list(self.manifest.get("inputs") or [])
-        self._scores = self.task_class.exported_scorer(self.folder, self.manifest, threads)
+        # A format of the task's own (a chat model's merged weights) predicts through the task's runtime.
+        self._runtime = self.task_class.exported_runtime(self.folder, self.manifest, threads)
+        self._scores = None if self._runtime else self.task_class.exported_scorer(self.folder, self.manifest, threads)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if self.kind == "regression":
@@ -49,6 +51,8 @@ class ExportedModel:
     def predict(self, frame: pd.DataFrame | list[dict]) -> Prediction:
         """`frame` may also be records (dicts), as a server receives them; each task reads them its way
         (tabular: cell by cell, with no DataFrame whose column types depend on the batch)."""
+        if self._runtime is not None:
+            return self._runtime(frame)
         scores = self._scores(frame)
         if self.kind == "regression":
             return Prediction(np.asarray(scores, dtype=float))

@@ -59,8 +59,9 @@ class State:
         self.status, self.error = "failed", f"batcher: {type(error).__name__}: {error}"
 
 
-def create_app(load: Callable[[], Predictor], settings: Settings | None = None) -> FastAPI:
-    """`load` builds the predictor (on a thread, after startup, so liveness answers while a model loads)."""
+def create_app(load: Callable[[], Predictor], settings: Settings | None = None, task: str | None = None) -> FastAPI:
+    """`load` builds the predictor (on a thread, after startup, so liveness answers while a model loads);
+    `task` (known before loading) adds that task's own routes (its codec's add_routes)."""
     settings = settings or Settings()
     state, metrics = State(), Metrics()
 
@@ -169,6 +170,10 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None) 
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     oip.add_routes(app, state, ready_predictor, answer, records)
+    if task is not None:
+        from .. import tasks
+
+        tasks.get(task).codec.add_routes(app, ready_predictor, settings)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:

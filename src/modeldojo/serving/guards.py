@@ -12,9 +12,12 @@ from .metrics import Metrics
 OPEN_PATHS = ("/v2/health/live",)  # liveness stays answerable without a token (orchestrators probe it)
 
 
-def error_body(path: str, message: str) -> dict[str, str]:
-    """The Open Inference Protocol's routes answer errors as {"error"} (what its clients read), the others as
-    {"detail"} (FastAPI's convention)."""
+def error_body(path: str, message: str) -> dict:
+    """The Open Inference Protocol's routes answer errors as {"error"} (what its clients read), OpenAI-style
+    routes (/v1) as {"error": {"message", "type", …}} (what the openai client reads), the others as {"detail"}
+    (FastAPI's convention)."""
+    if path.startswith("/v1/"):
+        return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
     return {"error": message} if path.startswith("/v2") else {"detail": message}
 
 

@@ -126,6 +126,10 @@ def _to_accelerator(task) -> str:
 
 
 def read_rows(predictor: Predictor, frame: pd.DataFrame) -> pd.DataFrame:
-    """A batch file's rows, checked for the model's columns before any compute."""
+    """A batch file's rows in the task's own form (a chat model reads any chat layout), checked for the model's
+    columns before any compute."""
+    normalize = getattr(predictor.model, "_normalize", None)  # a run's model; an export reads its columns as is
+    if normalize is not None:
+        frame = normalize(frame)
     require_columns(source_name(frame), frame.columns, predictor.features)
     return frame

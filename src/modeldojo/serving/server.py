@@ -19,7 +19,8 @@ def app_from_environment():
     """The uvicorn factory: every worker process builds its app from the settings the parent wrote."""
     options = json.loads(os.environ[ENVIRONMENT])
     settings = Settings(**options.pop("settings"))
-    return create_app(lambda: open_predictor(**options), settings)
+    task = options.pop("task", None)
+    return create_app(lambda: open_predictor(**options), settings, task)
 
 
 def task_of(reference: str, runs_dir: str) -> str:
@@ -40,12 +41,17 @@ def serve(reference: str, *, runs_dir: str = "runs", host: str = "127.0.0.1", po
 
     from .. import tasks
 
-    body_limit = tasks.get(task_of(reference, runs_dir)).codec.max_body_bytes  # photos need more than tables
+    task = task_of(reference, runs_dir)
+    body_limit = tasks.get(task).codec.max_body_bytes  # photos need more than tables
     if body_limit and "max_body_bytes" not in settings:
         settings["max_body_bytes"] = body_limit
+    deadline = tasks.get(task).codec.timeout_s  # generating an answer takes longer than scoring a row
+    if deadline and "timeout_s" not in settings:
+        settings["timeout_s"] = deadline
     cores = os.cpu_count() or 1
     options = {"reference": str(reference), "runs_dir": str(runs_dir), "backend": backend, "name": name,
-               "threads": threads or max(1, cores // workers), "settings": asdict(Settings(**settings))}
+               "threads": threads or max(1, cores // workers), "settings": asdict(Settings(**settings)),
+               "task": task}
     os.environ[ENVIRONMENT] = json.dumps(options)
     # After uvicorn's graceful shutdown it re-raises the SIGTERM it caught: exit 0 then, not "killed".
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -55,6 +55,13 @@ class Task(ABC):
     neural: ClassVar[bool] = False
     # How a served model of this task reads requests and writes answers (serving/ calls only this).
     codec: ClassVar[type[Codec]] = Codec
+    # finetune.strategy "auto" becomes this (the neural tasks' fine-tuning default).
+    default_strategy: ClassVar[str] = "full"
+    # The target column when data.target is left empty (a task whose rows carry their own answer).
+    default_target: ClassVar[str | None] = None
+    # `dojo export --format` choices; the first is the default. "onnx" goes through export_onnx and the shared
+    # parity check; any other format through export_format().
+    export_formats: ClassVar[tuple[str, ...]] = ("onnx",)
 
     def __init__(self, config: Config, kind: str, target: str) -> None:
         self.config, self.kind, self.target = config, kind, target
@@ -73,6 +80,70 @@ class Task(ABC):
     def example(cls, kind: str, seed: int = 0) -> tuple[pd.DataFrame, str, dict[str, Any]]:
         """A small synthetic dataset, its target column and config overrides (e.g. a tiny model)
         that make it train in seconds: used by the task contract test."""
+
+    # -- the task's data policy: api.py calls these; the defaults are the table's "features → label" -----
+    @classmethod
+    def normalize(cls, frame: pd.DataFrame, config: Config) -> pd.DataFrame:
+        """The file's rows in the form fit/predict read (after reading, before checks; also for new data to
+        predict). The default keeps the table as it is."""
+        return frame
+
+    @classmethod
+    def check_data(cls, frame: pd.DataFrame, config: Config, label_errors: bool):
+        """The data-quality report (data/checks.py's CheckReport; its `kind` is the prediction kind)."""
+        from ..data import checks
+
+        data = config.data
+        return checks.run_checks(frame, data.target, kind=config.task.kind, seed=config.train.seed,
+                                 label_errors=label_errors and data.label_error_check,
+                                 sample_rows=data.check_sample_rows, drop_columns=data.drop_columns,
+                                 separator=data.label_separator, skip_bad_images=data.skip_bad_images)
+
+    @classmethod
+    def features(cls, frame: pd.DataFrame, excluded: set[str]) -> list[str]:
+        """The columns the model reads, given those the checks and the config leave out (and the target)."""
+        return [column for column in frame.columns if column not in excluded]
+
+    @classmethod
+    def target_values(cls, frame: pd.DataFrame, target: str, kind: str, separator: str) -> pd.Series:
+        from ..data.target import target_values
+
+        return target_values(frame, target, kind, separator)
+
+    @classmethod
+    def split_labels(cls, frame: pd.DataFrame, y: pd.Series, kind: str) -> tuple[pd.Series, str]:
+        """(values, kind) the train/validation/test split stratifies on (splits.py): by default the target."""
+        return y, kind
+
+    @classmethod
+    def scores(cls, kind: str, actual, prediction: Prediction, separator: str) -> dict[str, Any]:
+        """Test metrics of a prediction against the actual targets."""
+        from ..evaluation import metrics
+
+        return metrics.compute(kind, actual, prediction.values, prediction.probabilities, prediction.classes,
+                               separator)
+
+    @classmethod
+    def worst(cls, frame: pd.DataFrame, kind: str, y: pd.Series, prediction: Prediction, count: int,
+              separator: str) -> pd.DataFrame:
+        """The error analysis: the `count` worst predicted rows."""
+        from ..evaluation import metrics
+
+        return metrics.worst_predictions(frame, kind, y, prediction.values, prediction.probabilities,
+                                         prediction.classes, count, separator)
+
+    def extra_evaluation(self, frame: pd.DataFrame, y: pd.Series, prediction: Prediction,
+                         events: EventBus) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """After the test predictions: more test metrics, and report sections as (title, HTML) pairs."""
+        return {}, []
+
+    def export_format(self, folder: Path, format: str, quantize: str | None, frame: pd.DataFrame,
+                      y: pd.Series):
+        """Write a non-ONNX export into `folder`; return (manifest details, a parity report with .passed,
+        .explain() and .to_dict()), the parity measured on `frame` (held-out rows)."""
+        from ..errors import ConfigError
+
+        raise ConfigError(f"the {self.name} task exports only {', '.join(self.export_formats)}")
 
     @classmethod
     def search_space(cls, config: Config, kind: str) -> dict[str, Any]:
@@ -117,6 +188,11 @@ class Task(ABC):
             return out
 
         return scores
+
+    @classmethod
+    def exported_runtime(cls, folder: Path, manifest: dict[str, Any], threads: int = 0):
+        """predict(frame or records) → Prediction for an export of a non-ONNX format; None: the ONNX scorer."""
+        return None
 
     @classmethod
     def default_params(cls, config: Config) -> dict[str, Any]:

@@ -35,8 +35,14 @@ class Codec:
 
     heavy: ClassVar[bool] = False  # decoding is real work (images): the server runs it off the event loop
     max_body_bytes: ClassVar[int | None] = None  # a larger default request body than the server's (photos)
+    timeout_s: ClassVar[float | None] = None  # a longer default answer deadline than the server's (generation)
     uploads: ClassVar[bool] = False  # takes multipart file uploads (POST /predict/upload)
     strings: ClassVar[bool] = False  # an input item may be a bare string when the model has one column
+
+    @classmethod
+    def add_routes(cls, app, ready_predictor, settings) -> None:
+        """Routes of the task's own protocol beside /predict and /v2 (the server calls this when it knows the
+        task before loading). `ready_predictor()` returns the loaded Predictor or raises 503."""
 
     def __init__(self, signature: Signature) -> None:
         self.signature = signature

@@ -17,6 +17,11 @@ from ..registry import Registry
 STRATEGIES: Registry[type["Strategy"]] = Registry("fine-tuning strategy (finetune.strategy)")
 
 
+def named(settings: FinetuneConfig, default: str) -> str:
+    """finetune.strategy, "auto" read as the task's default (api.prepare fills it in; direct callers may not)."""
+    return default if settings.strategy == "auto" else settings.strategy
+
+
 def trainable_summary(model: torch.nn.Module) -> dict[str, float]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -83,6 +83,73 @@ def to_conversations(frame: pd.DataFrame, layout: str | None = None,
     return conversations
 
 
+PLACEHOLDER = "\u2063"  # stands in for a missing answer while a question-only row is read (never kept)
+ANSWER_COLUMNS = {"alpaca": "output", "prompt_completion": "completion"}
+
+
+def to_prompts(frame: pd.DataFrame, system_prompt: str | None = None
+               ) -> tuple[list[list[dict]], list[str | None], str]:
+    """(prompts, answers, layout): each row's conversation up to its last assistant answer, that answer (None
+    where the row has none: questions to answer), and the layout read. Rows are checked as to_conversations
+    checks them, so a training file and a file of questions fail in the same words."""
+    columns = _columns(frame)
+    layout = detect_format(frame)
+    table, missing_answer = frame, [False] * len(frame)
+    if layout is None:  # questions only: alpaca without output, prompt without completion
+        layout = next((name for name, answer in ANSWER_COLUMNS.items()
+                       if all(c in columns for c in REQUIRED_COLUMNS[name] if c != answer)), None)
+        if layout is None:
+            to_conversations(frame)  # raises the layout error
+        table = frame.assign(**{ANSWER_COLUMNS[layout]: PLACEHOLDER})
+        table.attrs = dict(frame.attrs)
+        missing_answer = [True] * len(frame)
+    elif layout in ANSWER_COLUMNS:
+        answers = frame[columns[ANSWER_COLUMNS[layout]]]
+        missing_answer = [_missing(value) for value in answers]
+        table = frame.assign(**{str(columns[ANSWER_COLUMNS[layout]]): [PLACEHOLDER if gone else value for gone, value
+                                                                        in zip(missing_answer, answers)]})
+        table.attrs = dict(frame.attrs)
+    else:  # a listed conversation ending with the user's turn is a question
+        column = columns[REQUIRED_COLUMNS[layout][0]]
+        cells, missing_answer = [], []
+        for cell in frame[column].tolist():
+            turns = _parsed(cell)
+            open_question = isinstance(turns, list) and turns and isinstance(turns[-1], dict) and \
+                _role(turns[-1], layout) == "user"
+            if open_question:
+                turns = turns + [{"role": "assistant", "content": PLACEHOLDER} if layout == "messages"
+                                 else {"from": "gpt", "value": PLACEHOLDER}]
+            cells.append(turns)
+            missing_answer.append(bool(open_question))
+        table = frame.assign(**{str(column): cells})
+        table.attrs = dict(frame.attrs)
+    conversations = to_conversations(table, layout, system_prompt)
+    prompts = [conversation[:-1] for conversation in conversations]
+    answers = [None if gone else conversation[-1]["content"]
+               for gone, conversation in zip(missing_answer, conversations)]
+    return prompts, answers, layout
+
+
+def _parsed(cell):
+    if isinstance(cell, str):
+        try:
+            return json.loads(cell)
+        except json.JSONDecodeError:
+            return cell
+    return cell.tolist() if isinstance(cell, np.ndarray) else cell
+
+
+def _role(turn: dict, layout: str):
+    role = turn.get("role" if layout == "messages" else "from")
+    return SHAREGPT_ROLES.get(role.strip().lower(), role) if layout == "sharegpt" and isinstance(role, str) else role
+
+
+def layout_columns(frame: pd.DataFrame, layout: str) -> list:
+    """The frame's columns a layout reads (dropped once the rows are in the task's own form)."""
+    columns = _columns(frame)
+    return [columns[name] for name in REQUIRED_COLUMNS[layout] + ["input", "system"] if name in columns]
+
+
 def quality_findings(conversations: list[list[dict]], token_counts: list[int] | None = None,
                      max_length: int | None = None, *, frame: pd.DataFrame | None = None) -> list[Finding]:
     """Non-blocking warnings; details["rows"] holds 0-based row positions, `frame` only words locations."""

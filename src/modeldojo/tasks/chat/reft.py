@@ -192,6 +192,10 @@ class ReftModel(torch.nn.Module):
             handle.remove()
             self._mask = None
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.base.parameters()).device
+
     def remove_hooks(self) -> None:
         """Detach from the base model (which is then the plain, unedited model again)."""
         for handle in self._handles:

@@ -25,7 +25,7 @@ from ...events import STAGE, EventBus
 from ...training.batches import length_grouped as length_grouped_batches  # as the text task batches
 from . import template as chat
 
-DEFAULTS = {"finetune.strategy": "lora"}  # the chat task's defaults over the generic config's ("full")
+DEFAULT_STRATEGY = "lora"  # finetune.strategy "auto" for chat
 EVALUATE_BATCH = 16
 SHOWN = 5  # dropped rows named in a message
 
@@ -41,11 +41,12 @@ class ChatTrainee:
     monitor = "loss"  # loop.fit treats names ending in "loss" as lower-is-better
 
     def __init__(self, model: torch.nn.Module, train: list[chat.Encoded], validation: list[chat.Encoded] | None,
-                 config: TrainConfig, pad_id: int) -> None:
+                 config: TrainConfig, pad_id: int, *, prompt_lengths: bool = False) -> None:
         if not train:
             raise DataError("chat: no conversations left to train on")
         self.model, self.train, self.validation = model, train, validation or []
         self.config, self.pad_id = config, pad_id
+        self.prompt_lengths = prompt_lengths  # ReFT edits the prompt's ends: it must know where each prompt ends
         self.lengths = np.array([len(row.input_ids) for row in train])
         self.tokens = np.array([sum(row.assistant_mask[1:]) for row in train])  # trained targets per example
 
@@ -59,7 +60,10 @@ class ChatTrainee:
         return int(self.tokens[indices].sum())
 
     def collate(self, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]:
-        batch = {k: v.to(device) for k, v in chat.collate([self.train[i] for i in indices], self.pad_id).items()}
+        rows = [self.train[i] for i in indices]
+        batch = {k: v.to(device) for k, v in chat.collate(rows, self.pad_id).items()}
+        if self.prompt_lengths:
+            batch["prompt_lengths"] = torch.tensor([prompt_length(row) for row in rows], device=device)
         # The token mean of this micro-batch; no trained token gives loss 0, not NaN.
         batch["divisor"] = torch.tensor(max(float(trained_tokens(batch["labels"])), 1.0), device=device)
         return batch
@@ -67,8 +71,9 @@ class ChatTrainee:
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         # HF's causal-LM loss shifts the labels and skips IGNORE (-100); with num_items_in_batch it sums
         # instead of averaging, then divides by it (transformers.loss.loss_utils.ForCausalLMLoss).
+        extra = {"prompt_lengths": batch["prompt_lengths"]} if "prompt_lengths" in batch else {}
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                    num_items_in_batch=batch["divisor"], use_cache=False)
+                    num_items_in_batch=batch["divisor"], use_cache=False, **extra)
         return out.loss
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
@@ -86,8 +91,9 @@ class ChatTrainee:
                     rows = [self.validation[i] for i in order[start:start + EVALUATE_BATCH]]
                     batch = {k: v.to(device) for k, v in chat.collate(rows, self.pad_id).items()}
                     one = torch.tensor(1.0, device=device)  # divide by 1: the loss sum of this batch
+                    extra = {"prompt_lengths": [prompt_length(row) for row in rows]} if self.prompt_lengths else {}
                     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                labels=batch["labels"], num_items_in_batch=one, use_cache=False)
+                                labels=batch["labels"], num_items_in_batch=one, use_cache=False, **extra)
                     total += float(out.loss)
                     count += int(trained_tokens(batch["labels"]))
         finally:
@@ -96,12 +102,21 @@ class ChatTrainee:
         return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf}
 
 
+def prompt_length(row: chat.Encoded) -> int:
+    """Tokens before the last assistant answer: what generation's prompt is (its generation header included),
+    so ReFT edits the same positions in training as when it answers."""
+    mask = row.assistant_mask
+    starts = [i for i in range(len(mask)) if mask[i] and (i == 0 or not mask[i - 1])]
+    return starts[-1] if starts else len(mask)
+
+
 @dataclass
 class ChatTraining:
-    model: torch.nn.Module          # plain weights (LoRA merged), on the CPU, in eval mode
+    model: torch.nn.Module          # what answers: plain weights (LoRA merged) or a ReftModel; CPU, eval mode
     template: chat.ChatTemplate
     loop: Any                       # training.loop.LoopResult
     info: dict[str, Any]            # strategy, trainable parameters, data counts, loop summary
+    adapter: dict[str, Any] | None = None  # LoRA: {"state": adapter tensors, "config": peft LoraConfig}
 
 
 def encode_all(tokenizer, conversations: list[list[dict]], setup: chat.ChatTemplate, max_length: int
@@ -169,18 +184,31 @@ def train_chat(model, tokenizer, train_conversations: list[list[dict]],
                         f"{max_length} tokens with its answers whole; raise model.max_length")
 
     settings = config.finetune
-    if settings.strategy == "lora":
+    name = strategies.named(settings, DEFAULT_STRATEGY)
+    if name == "lora":
         settings = _lora_settings(model, settings)
-    strategy = strategies.STRATEGIES.get(settings.strategy)(settings)
-    model = strategy.prepare(model, [])  # no new head: the LM head is the pretrained one
+    if name == "reft":
+        from .reft import ReftModel
+
+        strategy = _Reft(settings)
+        model = ReftModel(model, reft_settings(settings))
+    else:
+        strategy = strategies.STRATEGIES.get(name)(settings)
+        model = strategy.prepare(model, [])  # no new head: the LM head is the pretrained one
     trainable = strategies.trainable_summary(model)
     events.emit(STAGE, name="strategy", detail=f"{strategy.name}: {trainable['trainable_parameters']:,} of "
                 f"{trainable['total_parameters']:,} parameters train ({trainable['trainable_percent']}%)")
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else setup.end_of_turn
-    trainee = ChatTrainee(model, train, validation, config.train, pad_id)
+    trainee = ChatTrainee(model, train, validation, config.train, pad_id, prompt_lengths=name == "reft")
     checkpoint_dir = Path(workdir) / "checkpoints" if workdir else None
     result = fit(trainee, config.train, events, checkpoint_dir)
+    adapter = None
+    if hasattr(trainee.model, "peft_config"):  # kept before merging: the run stores the adapter, not a copy
+        from peft import get_peft_model_state_dict
+
+        adapter = {"state": {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(trainee.model).items()},
+                   "config": trainee.model.peft_config["default"]}
     final = strategy.finalize(trainee.model).cpu().eval()
     info = {"strategy": strategy.name, **trainable, "max_length": max_length, "template": setup.source,
             "train_conversations": len(train), "validation_conversations": len(validation),
@@ -188,4 +216,25 @@ def train_chat(model, tokenizer, train_conversations: list[list[dict]],
             "dropped": {split: {k: len(v) for k, v in rows.items()}
                         for split, rows in (("train", dropped), ("validation", dropped_validation))},
             **result.summary()}
-    return ChatTraining(final, setup, result, info)
+    return ChatTraining(final, setup, result, info, adapter)
+
+
+def reft_settings(settings):
+    """finetune.reft_* → reft.ReftSettings."""
+    from .reft import ReftSettings
+
+    return ReftSettings(layers=list(settings.reft_layers) or "all", first_positions=settings.reft_first_positions,
+                        last_positions=settings.reft_last_positions, rank=settings.reft_rank,
+                        share_weights=settings.reft_share_weights)
+
+
+class _Reft:
+    """The strategy interface over a ReftModel (built above): nothing to merge, the interventions answer."""
+
+    name = "reft"
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+
+    def finalize(self, model):
+        return model

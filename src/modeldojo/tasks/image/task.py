@@ -159,7 +159,8 @@ class ImageTask(Task):
         label_issues = self._label_check(store, labels, train, events)
         validation_data = (self._store(validation, self.image_size),
                            y_validation.map(codes).to_numpy(dtype=np.int64)) if has_validation else None
-        strategy = strategies.STRATEGIES.get(self.config.finetune.strategy)(self.config.finetune)
+        strategy = strategies.STRATEGIES.get(strategies.named(self.config.finetune, self.default_strategy))(
+            self.config.finetune)
         self.model = strategy.prepare(self.model, self.model.head_names)
         trainable = strategies.trainable_summary(self.model)
         events.emit(STAGE, name="strategy", detail=f"{strategy.name}: {trainable['trainable_parameters']:,} of "
@@ -219,8 +220,13 @@ class ImageTask(Task):
     def input_columns(self):
         return [self.image_column]
 
+    def _strategy_name(self) -> str:
+        from ...training import strategies
+
+        return strategies.named(self.config.finetune, self.default_strategy)
+
     def describe(self):
-        return {**super().describe(), "learner": self.model_name, "strategy": self.config.finetune.strategy,
+        return {**super().describe(), "learner": self.model_name, "strategy": self._strategy_name(),
                 "features": [self.image_column], "classes": self.classes, "image_size": self.image_size}
 
     # -- export ----------------------------------------------------------------------------

@@ -203,7 +203,8 @@ class TextTask(Task):
         validation_data = None
         if has_validation:
             validation_data = (self._encode(self._texts(validation)), self._targets(y_validation))
-        strategy = strategies.STRATEGIES.get(self.config.finetune.strategy)(self.config.finetune)
+        strategy = strategies.STRATEGIES.get(strategies.named(self.config.finetune, self.default_strategy))(
+            self.config.finetune)
         self.model = strategy.prepare(self.model, ["head"])
         trainable = strategies.trainable_summary(self.model)
         events.emit(STAGE, name="strategy", detail=f"{strategy.name}: {trainable['trainable_parameters']:,} of "
@@ -267,8 +268,13 @@ class TextTask(Task):
     def input_columns(self):
         return list(self.text_columns)
 
+    def _strategy_name(self) -> str:
+        from ...training import strategies
+
+        return strategies.named(self.config.finetune, self.default_strategy)
+
     def describe(self):
-        return {**super().describe(), "learner": self.model_name, "strategy": self.config.finetune.strategy,
+        return {**super().describe(), "learner": self.model_name, "strategy": self._strategy_name(),
                 "features": self.text_columns, "classes": self.classes, "max_length": self.max_length}
 
     # -- export ----------------------------------------------------------------------------
