@@ -189,6 +189,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=0, help="inference threads per worker (default: cores ÷ "
                                                                "workers)")
 
+    chat = command("chat", "Talk to a chat model in the terminal: answers stream as they are generated, with the "
+                   "run's own chat template and system prompt (as `dojo serve` answers /v1/chat/completions). "
+                   "/reset starts a new conversation; /exit or Ctrl+D quits.",
+                   "dojo chat faq-bot\n  dojo chat faq-bot --system \"You answer for the permits office.\" "
+                   "--max-tokens 200\n  dojo chat runs/faq-bot/export/merged")
+    chat.add_argument("run", help="chat run name or folder, or an export folder (merged or GGUF)")
+    chat.add_argument("--system", help="system prompt (default: the run's data.system_prompt, if any)")
+    chat.add_argument("--max-tokens", type=int, help="longest answer in tokens (default: evaluate.max_new_tokens)")
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 (default) answers greedily; higher "
+                                                                     "samples more freely")
+    chat.add_argument("--backend", default="auto", choices=["auto", "native"], help="native: the run's own model")
+
     command("runs", "List runs with their status and main test metric.", "dojo runs")
     ui = command("ui", "Open the MLflow dashboard for the runs (needs `pip install modeldojo[ui]`).",
                  "dojo ui --port 5000")

@@ -207,10 +207,27 @@ def export(args, out) -> int:
                         force=args.force)
     parity = result["parity"]
     mark = "[yellow]![/] parity FAILED, exported anyway (--force)" if result["forced"] else "[green]✓[/] parity"
-    out.say(f"{mark}: {parity['rows']} rows, max |Δp| {parity['max_abs_diff']:.2e}, agreement "
-            f"{parity['agreement']:.4f}, {parity['metric']} {parity['original']:.4f} → {parity['exported']:.4f}")
+    if "summary" in result:  # a task's own format explains its own parity numbers
+        out.say(f"{mark} {escape(result['summary'])}")
+    else:
+        out.say(f"{mark}: {parity['rows']} rows, max |Δp| {parity['max_abs_diff']:.2e}, agreement "
+                f"{parity['agreement']:.4f}, {parity['metric']} {parity['original']:.4f} → {parity['exported']:.4f}")
     out.say(f"  export {escape(result['folder'])}")
     out.result(result)
+    return 0
+
+
+def chat(args, out) -> int:
+    from . import tasks
+    from .serving.predictor import open_predictor
+
+    predictor = open_predictor(args.run, _runs_dir(args), backend=args.backend)
+    converse = getattr(tasks.get(predictor.task), "converse", None)
+    if converse is None:
+        raise ConfigError(f"{args.run} is a {predictor.task} model; `dojo chat` talks to chat models (score rows "
+                          f"with `dojo predict {args.run} --data FILE`)")
+    answers = converse(predictor, system=args.system, max_tokens=args.max_tokens, temperature=args.temperature)
+    out.result({"answers": answers})
     return 0
 
 
@@ -220,7 +237,9 @@ def serve(args, out) -> int:
     from .serving.server import serve as run_server
 
     options = {"max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue,
-               "timeout_s": args.timeout, "api_key": args.api_key or os.environ.get("DOJO_API_KEY") or None}
+               "api_key": args.api_key or os.environ.get("DOJO_API_KEY") or None}
+    if args.timeout:
+        options["timeout_s"] = args.timeout
     if args.max_body_bytes:
         options["max_body_bytes"] = args.max_body_bytes
     if args.host not in ("127.0.0.1", "localhost", "::1") and not options["api_key"]:

@@ -112,7 +112,8 @@ def _export_other(run: Run, model: Model, config: Config, task, format: str, qua
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return {"folder": str(target), "parity": manifest["parity"], "forced": not report.passed}
+    return {"folder": str(target), "parity": manifest["parity"], "forced": not report.passed,
+            "summary": report.explain()}
 
 
 def _parity_rows(run: Run, model: Model, config: Config, data):

@@ -125,5 +125,6 @@ def engine_of(model, settings):
             parts = (task.model, task.tokenizer, task.template)
         config = getattr(model, "meta", {}).get("config", {}) if runtime is None else model.manifest.get("config", {})
         _engines[key] = ChatEngine(*parts, default_max_new_tokens=(config.get("evaluate") or {}).get(
-            "max_new_tokens", 256), max_waiting=max(1, min(settings.max_queue, 32)))
+            "max_new_tokens", 256), max_waiting=max(1, min(settings.max_queue, 32)),
+            system_prompt=(config.get("data") or {}).get("system_prompt"))
     return _engines[key]

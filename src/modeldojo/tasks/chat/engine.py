@@ -89,14 +89,17 @@ class ChatEngine:
     default_max_new_tokens: when a call gives no max_tokens (cut to what the context leaves).
     max_waiting: callers that may wait for their turn while one generates; one more raises Busy.
     context_length: prompt + answer tokens the model takes; default model.config.max_position_embeddings
-    (None or 0: unchecked)."""
+    (None or 0: unchecked).
+    system_prompt: the run's data.system_prompt, put first in a conversation that has no system turn — as
+    training put it, so the served prompt is the one the model learnt from."""
 
     def __init__(self, model, tokenizer, template: ChatTemplate, *, default_max_new_tokens: int = 256,
-                 max_waiting: int = 8, context_length: int | None = None) -> None:
+                 max_waiting: int = 8, context_length: int | None = None, system_prompt: str | None = None) -> None:
         if default_max_new_tokens < 1 or max_waiting < 0:
             raise ValueError("need default_max_new_tokens >= 1 and max_waiting >= 0")
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.default_max_new_tokens = default_max_new_tokens
+        self.system_prompt = system_prompt
         config = getattr(model, "config", None)
         self.context_length = context_length if context_length is not None else \
             getattr(config, "max_position_embeddings", None)
@@ -161,6 +164,8 @@ class ChatEngine:
 
     def _prepare(self, messages, max_tokens, temperature, top_p, stop, seed) -> _Job:
         clean = check_messages(messages)
+        if self.system_prompt and clean[0]["role"] != "system":
+            clean = [{"role": "system", "content": self.system_prompt}, *clean]
         if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
                                        or max_tokens < 1):
             raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}")

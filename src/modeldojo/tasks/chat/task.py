@@ -9,7 +9,6 @@ interface: this class owns the checks, the split's strata (a `category` column w
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -81,19 +80,7 @@ class ChatTask(Task):
         self.model = self.tokenizer = self.template = self.adapter = None
         self.base_name, self.base_fingerprint, self.strategy = "auto", "", "lora"
         self.train_pairs: tuple[list[list[dict]], list[str]] = ([], [])  # for the report's few-shot / RAG
-        self._engine = None
-        self.directory: Path | None = None
-        self._engine_lock = threading.Lock()
-
-    def engine(self):
-        """The served model's generator (one per loaded model; it queues concurrent requests)."""
-        with self._engine_lock:
-            if self._engine is None:
-                from .engine import ChatEngine
-
-                self._engine = ChatEngine(self.model, self.tokenizer, self.template,
-                                          default_max_new_tokens=self.config.evaluate.max_new_tokens)
-            return self._engine
+        self.directory: Path | None = None  # the model folder, once loaded
 
     # -- the data ------------------------------------------------------------------------
     @classmethod
@@ -256,6 +243,13 @@ class ChatTask(Task):
         from . import exporting
 
         return exporting.export(self, Path(folder), format, quantize, frame)
+
+    @classmethod
+    def converse(cls, predictor, **options) -> int:
+        """`dojo chat`: a terminal conversation with a served chat model (run or export)."""
+        from .terminal import converse
+
+        return converse(predictor, **options)
 
     @classmethod
     def exported_runtime(cls, folder, manifest, threads=0):
