@@ -23,7 +23,7 @@ or in Python: `dojo.train(df, target="y", overrides={"train.seed": 3})`, with ke
 `task, kind, model, name, runs_dir, seed, tracking, tracking_uri, overwrite, params, test_fraction, validation_fraction`.
 The resolved config is saved with every run as `runs/<name>/config.yaml` (loadable as is).
 
-Settings marked *Neural* apply to the text task (and the image and LLM tasks to come); *Tabular* ones to the
+Settings marked *Neural* apply to the text, image and chat tasks, *Chat* ones to the chat task; *Tabular* ones to the
 tabular task.
 
 | setting | type | default | meaning |

@@ -25,6 +25,7 @@ from PIL import Image
 
 from modeldojo.cli import main
 from modeldojo.runs import Run
+from modeldojo.tasks.chat import ChatTask
 from modeldojo.tasks.image import ImageTask
 from modeldojo.tasks.tabular import TabularTask
 from modeldojo.tasks.text import TextTask
@@ -39,6 +40,9 @@ SKIPPED = {
                                                  "test writes small data/reviews_{train,test}.csv instead",
     ".venv/bin/python examples/digits_data.py": "writes MNIST-5k into the repository's data/; the test writes a "
                                                 "small data/digits/<digit>/*.png instead",
+    ".venv/bin/python examples/faq_data.py": "writes the full FAQ into the repository's data/; the test writes a "
+                                             "small data/faq.jsonl and data/faq_questions.jsonl instead",
+    "dojo chat faq-bot": "reads questions from the terminal (tests/test_chat_task.py talks to it)",
     "dojo ui": "starts the MLflow web server and blocks until Ctrl+C",
     "dojo tune examples/ames.yaml --trials 200 --name ames-study --storage postgresql://dojo@db.internal/optuna":
         "needs a PostgreSQL server (tests/test_tune_parallel.py runs shared studies on a local one)",
@@ -58,7 +62,11 @@ def _image_overrides():
 
 
 # Data names in a command → overrides appended to that train/tune command (see the module docstring).
-TINY = {"reviews": _text_overrides, "tickets": _text_overrides, "digits": _image_overrides}
+def _chat_overrides():
+    return [f"{key}={value}" for key, value in ChatTask.example("generation")[2].items()]
+
+
+TINY = {"reviews": _text_overrides, "tickets": _text_overrides, "digits": _image_overrides, "faq": _chat_overrides}
 
 
 def _split_comment(line: str) -> tuple[str, str]:
@@ -121,6 +129,9 @@ def write_small_data(folder: Path) -> None:
     tickets = TextTask.example("multilabel")[0].rename(columns={"stars": "topics"})
     tickets["topics"] = tickets["topics"].str.replace("tasty", "billing").str.replace("late", "refund")
     tickets.iloc[:90].to_csv(folder / "tickets.csv", index=False)
+    faq = ChatTask.example("generation")[0]
+    faq.to_json(folder / "data" / "faq.jsonl", orient="records", lines=True)
+    faq[["instruction"]].head(3).to_json(folder / "data" / "faq_questions.jsonl", orient="records", lines=True)
     rng = np.random.default_rng(0)
     for label in ("0", "1", "2"):
         (folder / "data" / "digits" / label).mkdir(parents=True)
@@ -154,7 +165,9 @@ def test_readme_tour_runs_as_written(tmp_path, monkeypatch, capsys):
     assert not failures, "README commands that fail:\n" + "\n".join(failures)
     runs = {r.name: Run(r).status()["status"] for r in (tmp_path / "runs").iterdir() if (r / "status.json").is_file()}
     assert all(status == "completed" for status in runs.values()), runs
-    assert {"ames", "ames-cb", "ames-study", "reviews"} <= set(runs)
+    assert {"ames", "ames-cb", "ames-study", "reviews", "faq-bot"} <= set(runs)
+    assert (tmp_path / "runs" / "faq-bot" / "export" / "gguf" / "model.gguf").is_file()
+    assert len(pd.read_json(tmp_path / "answers.jsonl", lines=True)) == 3
     assert (tmp_path / "checks.json").is_file() and (tmp_path / "predictions.csv").is_file()
     assert len(pd.read_csv(tmp_path / "scored.csv")) == 10
 

@@ -66,8 +66,11 @@ def check(original, exported, frame, y, kind: str, separator: str, tolerance: di
     from ..api import _score
 
     metric = metrics_module.PRIMARY[kind]
-    before, reference, _, labelled = _score(original.predict, frame, y, kind, separator)
-    after, candidate, _, _ = _score(exported.predict, frame, y, kind, separator)
+    from ..tasks.base import Task
+
+    task = type(original) if isinstance(original, Task) else Task  # the task's own metrics, as training scored it
+    before, reference, _, labelled = _score(task, original.predict, frame, y, kind, separator)
+    after, candidate, _, _ = _score(task, exported.predict, frame, y, kind, separator)
     rows = len(reference.values)
     if kind == "regression":
         # Values have the target's units: compare relative to each value (absolute below 1).

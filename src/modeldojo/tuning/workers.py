@@ -34,7 +34,7 @@ def score_trial(prepared, report) -> dict[str, float]:
     frame, y = prepared.frame, prepared.y
     validation = prepared.validation or (frame.iloc[validation_rows], y.iloc[validation_rows])
     task, _ = api._fit(prepared, train_rows, validation, quiet)
-    return api._score(lambda rows: task.predict(rows[prepared.features]), validation[0], validation[1],
+    return api._score(type(task), lambda rows: task.predict(rows[prepared.features]), validation[0], validation[1],
                       prepared.kind, config.data.label_separator)[0]
 
 
