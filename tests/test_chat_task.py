@@ -180,3 +180,16 @@ def test_reft_run_exports_interventions_and_refuses_gguf(workspace, tmp_path):
         export("reft", runs_dir=tmp_path, format="gguf", data=workspace["data"])
     result = export("reft", runs_dir=tmp_path, data=workspace["data"])
     assert result["parity"]["passed"] and result["parity"]["agreement"] == 1.0
+
+
+def test_qlora_without_a_cuda_gpu_says_so_before_training(workspace, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: qlora may run")
+    _, _, overrides = ChatTask.example("generation")
+    code = cli.main(["train", str(workspace["data"]), "--task", "chat", "--strategy", "qlora", "--name", "q",
+                     "--runs-dir", str(tmp_path), "--no-tracking", "-q",
+                     *[f"{key}={value}" for key, value in overrides.items()]])
+    assert code == 2 and "qlora needs a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "q" / "model").exists()

@@ -167,8 +167,10 @@ class ReftModel(torch.nn.Module):
         finally:
             # Gradient checkpointing re-runs the layers (hooks included) in backward, so the positions must
             # outlive this call then; otherwise clear them, so a later direct call of the base is not edited.
-            if not getattr(self.base, "is_activation_checkpointing",
-                           getattr(self.base, "is_gradient_checkpointing", False)):
+            checkpointing = getattr(self.base, "is_activation_checkpointing", None)  # transformers 5 (4.x: the
+            if checkpointing is None:                                              # older name, read only then)
+                checkpointing = getattr(self.base, "is_gradient_checkpointing", False)
+            if not checkpointing:
                 self._mask = None
 
     @torch.no_grad()

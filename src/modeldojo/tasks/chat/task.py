@@ -34,8 +34,22 @@ def resolve_model(name: str) -> str:
     return default_model() if name in ("auto", "", None) else name
 
 
-def load_base(name: str, device: str = "cpu"):
-    """(model, tokenizer) in fp32 from a folder or hub id (the packaged SmolLM2 for "auto")."""
+def require_qlora() -> None:
+    """qlora = LoRA on a 4-bit (NF4) base: bitsandbytes' kernels need a CUDA GPU."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("finetune.strategy qlora needs a CUDA GPU and `pip install bitsandbytes` (4-bit base "
+                          f"weights); this machine has {'no CUDA GPU' if not torch.cuda.is_available() else 'no bitsandbytes'}"
+                          ". Use lora: the same adapters on a full-precision base (135M-parameter SmolLM2 trains "
+                          "in under 2 GB that way)")
+
+
+def load_base(name: str, device: str = "cpu", *, four_bit: bool = False):
+    """(model, tokenizer) in fp32 from a folder or hub id (the packaged SmolLM2 for "auto"); `four_bit`: NF4
+    weights through bitsandbytes for qlora (CUDA only)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging
@@ -44,7 +58,16 @@ def load_base(name: str, device: str = "cpu"):
     logging.disable_progress_bar()
     path = resolve_model(name)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
+    if four_bit:
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                          bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
+        model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quantization, device_map={"": 0})
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit and (not tokenizer.model_max_length or tokenizer.model_max_length > limit):
         tokenizer.model_max_length = limit  # SmolLM2's GGUF tokenizer says 1e30
@@ -175,8 +198,11 @@ class ChatTask(Task):
         train_conversations = _conversations(train, y_train)
         validation_conversations = _conversations(validation, y_validation) if validation is not None else None
         self.base_name = self.config.model.name
+        qlora = self.config.finetune.strategy == "qlora"
+        if qlora:
+            require_qlora()  # before loading anything
         events.emit(STAGE, name="model", detail=f"loading {resolve_model(self.base_name)}")
-        model, self.tokenizer = load_base(self.base_name)
+        model, self.tokenizer = load_base(self.base_name, four_bit=qlora)
         self.base_fingerprint = fingerprint(model)
         training = train_chat(model, self.tokenizer, train_conversations, validation_conversations, self.config,
                               events, self.workdir)

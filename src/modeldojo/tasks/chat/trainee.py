@@ -185,6 +185,8 @@ def train_chat(model, tokenizer, train_conversations: list[list[dict]],
 
     settings = config.finetune
     name = strategies.named(settings, DEFAULT_STRATEGY)
+    if name == "qlora":  # LoRA on the 4-bit base the task loaded (task.require_qlora checked the GPU)
+        name = "lora"
     if name == "lora":
         settings = _lora_settings(model, settings)
     if name == "reft":
