@@ -69,12 +69,13 @@ def learning_curves(history: list[dict]) -> str:
     evaluated = [h for h in history if "val_loss" in h]
     if evaluated:
         axis.plot([h["step"] for h in evaluated], [h["val_loss"] for h in evaluated], "o-", label="validation loss")
-        other = axis.twinx()
-        for key in ("val_accuracy", "val_f1_macro"):
-            if key in evaluated[0]:
+        shown = [key for key in ("val_accuracy", "val_f1_macro") if key in evaluated[0]]
+        if shown:  # a loss-only task (chat) gets no empty second axis
+            other = axis.twinx()
+            for key in shown:
                 other.plot([h["step"] for h in evaluated], [h[key] for h in evaluated], "s--", label=key, alpha=0.8)
-        other.set_ylabel("validation metric")
-        other.legend(loc="center right")
+            other.set_ylabel("validation metric")
+            other.legend(loc="center right")
     axis.set_xlabel("optimizer step")
     axis.set_ylabel("loss")
     axis.legend(loc="upper right")

@@ -40,11 +40,12 @@ def require_qlora() -> None:
 
     import torch
 
-    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError("finetune.strategy qlora needs a CUDA GPU and `pip install bitsandbytes` (4-bit base "
-                          f"weights); this machine has {'no CUDA GPU' if not torch.cuda.is_available() else 'no bitsandbytes'}"
-                          ". Use lora: the same adapters on a full-precision base (135M-parameter SmolLM2 trains "
-                          "in under 2 GB that way)")
+    missing = "no CUDA GPU" if not torch.cuda.is_available() else \
+        "no bitsandbytes" if importlib.util.find_spec("bitsandbytes") is None else None
+    if missing:
+        raise ConfigError(f"finetune.strategy qlora needs a CUDA GPU and `pip install bitsandbytes` (4-bit base "
+                          f"weights); this machine has {missing}. Use lora: the same adapters on a full-precision "
+                          "base")
 
 
 def load_base(name: str, device: str = "cpu", *, four_bit: bool = False):
@@ -232,7 +233,8 @@ class ChatTask(Task):
         references, texts = [str(value) for value in actual], [str(value) for value in prediction.values]
         reasons = prediction.notes.get("finish_reasons") or []
         tokens = prediction.notes.get("completion_tokens") or []
-        return {"rows": len(references), "rouge_l": metrics.rouge_l(texts, references), "exact_match": metrics.exact_match(texts, references),
+        return {"rows": len(references), "rouge_l": metrics.rouge_l(texts, references),
+                "exact_match": metrics.exact_match(texts, references),
                 "stop_rate": sum(reason == "stop" for reason in reasons) / len(reasons) if reasons else 0.0,
                 "mean_completion_tokens": float(np.mean(tokens)) if tokens else 0.0}
 
