@@ -70,7 +70,8 @@ def export(task, folder: Path, format: str, quantize: str | None, frame: pd.Data
         formats.write_merged(reference, task.tokenizer, task.template, folder)
         _write_template(task, folder)
         candidate = _merged_model(folder)
-        numbers = formats.parity(reference, candidate, prompts, NEW_TOKENS, tolerance=formats.TOLERANCES["merged"])
+        numbers = formats.parity(reference, candidate, prompts, NEW_TOKENS, tolerance=formats.TOLERANCES["merged"],
+                             min_agreement=formats.MIN_AGREEMENT["merged"])
         return {"layout": "merged", "template": TEMPLATE_FILE}, _report("merged", numbers, True, len(prompts))
     dtype = GGUF_TYPES[quantize]
     staging = Path(tempfile.mkdtemp(prefix="merged-", dir=folder.parent))
@@ -84,7 +85,8 @@ def export(task, folder: Path, format: str, quantize: str | None, frame: pd.Data
     identical = gguf_tokenizer.chat_template == task.template.text and all(
         prompt_ids(gguf_tokenizer, json.loads(text), task.template.text) == ids
         for text, ids in zip(frame["messages"].head(PARITY_PROMPTS), prompts))
-    numbers = formats.parity(reference, candidate, prompts, NEW_TOKENS, tolerance=formats.TOLERANCES[dtype])
+    numbers = formats.parity(reference, candidate, prompts, NEW_TOKENS, tolerance=formats.TOLERANCES[dtype],
+                             min_agreement=formats.MIN_AGREEMENT[dtype])
     return {"layout": "gguf", "file": GGUF_FILE, "dtype": dtype, "template": TEMPLATE_FILE}, \
         _report(f"gguf {dtype}", numbers, identical, len(prompts))
 
@@ -103,17 +105,16 @@ def _export_reft(task, folder: Path, frame: pd.DataFrame):
                for text in frame["messages"].head(PARITY_PROMPTS)]
     from . import export as formats
 
-    numbers = formats.parity(reference, candidate, prompts, NEW_TOKENS, tolerance=formats.TOLERANCES["merged"])
+    numbers = formats.parity(reference, candidate, prompts, NEW_TOKENS, tolerance=formats.TOLERANCES["merged"],
+                             min_agreement=formats.MIN_AGREEMENT["merged"])
     return {"layout": "reft", "template": TEMPLATE_FILE}, _report("reft", numbers, True, len(prompts))
 
 
 def _report(format: str, numbers: dict[str, Any], template_identical: bool, prompts: int) -> ChatParity:
-    from . import export as formats
-
     passed = bool(numbers["passed"]) and template_identical
     return ChatParity(format, prompts, int(numbers["positions"]),
                       float(numbers["agreement"]), float(numbers["max_logit_diff"]), float(numbers["tolerance"]),
-                      formats.AGREEMENT, template_identical, passed)
+                      float(numbers["min_agreement"]), template_identical, passed)
 
 
 def _write_template(task, folder: Path) -> None:
