@@ -233,6 +233,11 @@ class TrainConfig(Group):
     keep_checkpoints: int = setting(2, "Neural: how many recent checkpoints to keep (the best is always kept).",
                                     minimum=1)
     resume: bool = setting(True, "Neural: continue from the run folder's last checkpoint when one exists.")
+    distributed: Literal["auto", "ddp", "fsdp"] = setting(
+        "auto", "Neural, launched with several processes (torchrun / accelerate): ddp = every process holds the "
+                "whole model (DistributedDataParallel); fsdp = parameters, gradients and optimizer state sharded "
+                "across the processes (PyTorch FSDP2, one unit per transformer layer); auto = ddp. One process: "
+                "ignored.")
 
 @dataclass
 class FinetuneConfig(Group):

@@ -93,16 +93,16 @@ def fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir:
 
 def _fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir: Path | None,
          dist: Distributed | None) -> LoopResult:
-    dist = dist or Distributed.from_environment()
+    dist = dist or Distributed.from_environment(config.distributed)
     device, model = dist.device, trainee.model.to(dist.device)
     if device.type == "cpu":
         use_fast_dropout(model)  # same dropout, a cheaper mask: see training/dropout.py
     per_epoch = len(dist.shard(trainee.step_batches(0)))
     total = per_epoch * config.epochs if not config.max_steps else min(config.max_steps, per_epoch * config.epochs)
+    wrapped = dist.wrap(model)  # before the optimizer: FSDP replaces the parameters by their shards
     optimizer, dtype = make_optimizer(model, config), autocast_dtype(config, device)
     scheduler = make_scheduler(optimizer, config, total)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    wrapped = dist.wrap(model)
+    scaler = dist.grad_scaler() if dtype == torch.float16 else None
     monitor = trainee.monitor if config.monitor == "auto" else config.monitor
     lower = monitor in LOWER_IS_BETTER or monitor.endswith("loss")
     better = (lambda a, b: a < b) if lower else (lambda a, b: a > b)
@@ -112,15 +112,23 @@ def _fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir
     result = LoopResult(0, 0, None, None, False)
     found = checkpoints.latest(checkpoint_dir) if checkpoint_dir and config.resume else None
     if found is not None:
-        state = checkpoints.load(found, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        loaded_model, loaded_optimizer = dist.loadable(model, optimizer)  # FSDP: scattered into the shards
+        state = checkpoints.load(found, model=loaded_model, optimizer=loaded_optimizer, scheduler=scheduler,
+                                 scaler=scaler)
+        dist.restore_random_states(state.get("process_rng"))  # several processes: each its own dropout masks
         result.resumed_from = state["step"]
         bus.emit(ev.STAGE, name="resume", detail=f"from {found.name} (epoch {state['epoch'] + 1}, "
                                                  f"step {state['step']})")
 
     def save_checkpoint() -> None:
-        if checkpoint_dir is not None and dist.is_main:
-            checkpoints.save(checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                             state=state)
+        if checkpoint_dir is None:
+            return
+        saved_model, saved_optimizer = dist.gathered(model, optimizer)  # FSDP: a collective, every process
+        if dist.world > 1:
+            state["process_rng"] = dist.random_states()  # a collective too
+        if dist.is_main:
+            checkpoints.save(checkpoint_dir, model=saved_model, optimizer=saved_optimizer, scheduler=scheduler,
+                             scaler=scaler, state=state)
             protect = {state["best_step"]} if state["best_step"] is not None else set()
             checkpoints.prune(checkpoint_dir, config.keep_checkpoints, protect)
 
@@ -129,6 +137,7 @@ def _fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir
         model.eval()
         with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             metrics = trainee.evaluate(model)
+        metrics = dist.from_main(metrics)  # several processes: one best step, one early stop, for all
         model.train()
         if not metrics:  # no validation data: train to the end, keep the final weights
             return
@@ -188,9 +197,10 @@ def _fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir
             state["position"] = 0
     if best_weights is None and state["best_step"] is not None and checkpoint_dir is not None:
         best = checkpoint_dir / f"step-{state['best_step']:08d}"  # resumed after the best eval: read it back
-        checkpoints.load(best, model=model, restore_random=False)
+        checkpoints.load(best, model=dist.loadable(model)[0], restore_random=False)
     elif best_weights is not None:
         model.load_state_dict(best_weights)
+    dist.unwrap(model)  # FSDP: a plain module again, the full weights on every process
     model.eval()
     result.steps, result.epochs_completed = state["step"], state["epoch"]
     result.best_step, result.best_metric = state["best_step"], state["best_metric"]
@@ -210,33 +220,44 @@ def _optimizer_step(trainee, wrapped, model, optimizer, scaler, indices, config:
 
     Each micro-batch loss is weighted by its share of the step's examples (or of what `trainee.weight` counts,
     e.g. trained tokens), so the gradient equals the full batch's whatever the split: the effective batch size
-    never changes.
+    never changes. Under FSDP every process must run as many forward/backward passes (each gathers the weights
+    with the others): a step batch cut into fewer micro-batches (the epoch's short last batch) is topped up with
+    zero-weight repeats of its last one, which leave the random state as they found it (dropout masks then
+    follow the same sequence as under DDP).
     """
     weigh = getattr(trainee, "weight", len)
     step_weight = max(weigh(indices), 1)
     while True:
         pieces = max(1, min(len(indices), config.gradient_accumulation * state["split"]))
         chunks = [list(chunk) for chunk in _split(indices, pieces)]
+        padding = config.gradient_accumulation * state["split"] - len(chunks) if dist.sharded else 0
+        chunks += [chunks[-1]] * padding  # FSDP: the same number of passes on every process
         optimizer.zero_grad(set_to_none=True)
         try:
             total_loss = 0.0
             for number, chunk in enumerate(chunks):
                 batch = trainee.collate(chunk, device)
+                repeat = number >= len(chunks) - padding
                 sync = dist.no_sync(wrapped) if number < len(chunks) - 1 else contextlib.nullcontext()
-                with sync, torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    loss = trainee.loss(wrapped, batch)
-                    if config.l1:
-                        loss = loss + config.l1 * sum(p.abs().sum() for p in model.parameters() if p.requires_grad)
-                    loss = loss * (weigh(chunk) / step_weight)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"non-finite loss ({loss.item()}) at step {state['step'] + 1}, epoch "
-                                        f"{state['epoch'] + 1}; lower train.learning_rate or check the data. "
-                                        "The last good checkpoint is kept.")
-                (scaler.scale(loss) if scaler else loss).backward()
+                kept = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [],
+                                             device_type=device.type) if repeat else contextlib.nullcontext()
+                with sync, kept:  # around the backward too: FSDP decides there whether to reduce-scatter
+                    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                        loss = trainee.loss(wrapped, batch)
+                        if config.l1:
+                            loss = loss + config.l1 * sum(p.abs().sum() for p in dist.local_parameters(model))
+                        loss = loss * (weigh(chunk) / step_weight)
+                        if repeat:
+                            loss = loss * 0.0  # a pass for the collectives only: no gradient, no loss
+                    if not torch.isfinite(loss):
+                        raise TrainingError(f"non-finite loss ({loss.item()}) at step {state['step'] + 1}, epoch "
+                                            f"{state['epoch'] + 1}; lower train.learning_rate or check the data. "
+                                            "The last good checkpoint is kept.")
+                    (scaler.scale(loss) if scaler else loss).backward()
                 total_loss += loss.item()
             break
         except torch.cuda.OutOfMemoryError:
-            if len(indices) // pieces <= 1:
+            if len(indices) // pieces <= 1 or dist.sharded:  # FSDP: the other processes wait in a collective
                 raise
             state["split"] *= 2  # halve the micro-batch, double accumulation: same effective batch
             optimizer.zero_grad(set_to_none=True)
