@@ -27,6 +27,7 @@ from . import template as chat
 
 DEFAULT_STRATEGY = "lora"  # finetune.strategy "auto" for chat
 EVALUATE_BATCH = 16
+LOSS_CHUNK = 256  # positions per output-layer chunk: ~50 MB of SmolLM2 logits alive at a time
 SHOWN = 5  # dropped rows named in a message
 
 
@@ -72,6 +73,13 @@ class ChatTrainee:
         # HF's causal-LM loss shifts the labels and skips IGNORE (-100); with num_items_in_batch it sums
         # instead of averaging, then divides by it (transformers.loss.loss_utils.ForCausalLMLoss).
         extra = {"prompt_lengths": batch["prompt_lengths"]} if "prompt_lengths" in batch else {}
+        if "FSDP" not in type(model).__name__:
+            # The same sum / divisor without the [tokens, vocabulary] logits (tasks/chat/loss.py; equal to the
+            # HF loss to 1e-5 in tests). FSDP2 shards the output layer's weight, which the chunks read directly.
+            from .loss import chunked_causal_lm_loss
+
+            return chunked_causal_lm_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                          batch["divisor"], chunk_size=LOSS_CHUNK, **extra)
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
                     num_items_in_batch=batch["divisor"], use_cache=False, **extra)
         return out.loss
