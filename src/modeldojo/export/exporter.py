@@ -75,13 +75,7 @@ def export(reference: str | Path, *, format: str | None = None, quantize: str | 
             manifest["preprocessing"] = {**task.export_fallback(partial), "rejected_onnx_parity": report.to_dict()}
             report = check()
         manifest["parity"] = report.to_dict()
-        (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-        if not report.passed and not force:
-            run.write_json("export_parity_failed.json", manifest["parity"])
-            raise ParityError(f"export refused, parity failed {report.explain()}; numbers in "
-                              f"{run.directory / 'export_parity_failed.json'}; --force exports anyway")
-        shutil.rmtree(target, ignore_errors=True)
-        partial.replace(target)
+        _accept(run, partial, target, manifest, report, force)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -102,18 +96,23 @@ def _export_other(run: Run, model: Model, config: Config, task, format: str, qua
                     "preprocessing": details, "config": model.meta.get("config", {}),
                     "source_run": str(run.directory.resolve()), "modeldojo": __version__,
                     "environment": describe_environment().get("packages", {}), "parity": report.to_dict()}
-        (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-        if not report.passed and not force:
-            run.write_json("export_parity_failed.json", manifest["parity"])
-            raise ParityError(f"export refused, parity failed {report.explain()}; numbers in "
-                              f"{run.directory / 'export_parity_failed.json'}; --force exports anyway")
-        shutil.rmtree(target, ignore_errors=True)
-        partial.replace(target)
+        _accept(run, partial, target, manifest, report, force)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return {"folder": str(target), "parity": manifest["parity"], "forced": not report.passed,
             "summary": report.explain()}
+
+
+def _accept(run: Run, partial: Path, target: Path, manifest: dict[str, Any], report, force: bool) -> None:
+    """Write the manifest; refuse the export when parity failed (unless forced), else move it into place."""
+    (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    if not report.passed and not force:
+        run.write_json("export_parity_failed.json", manifest["parity"])
+        raise ParityError(f"export refused, parity failed {report.explain()}; numbers in "
+                          f"{run.directory / 'export_parity_failed.json'}; --force exports anyway")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.replace(target)
 
 
 def _parity_rows(run: Run, model: Model, config: Config, data):
