@@ -264,12 +264,22 @@ def _write_table(table: pd.DataFrame, path: Path) -> None:
     temp.replace(path)  # atomic: a crash never leaves half a predictions file
 
 
+def _primary(task: str | None, kind: str | None) -> str:
+    from . import tasks
+    from .errors import DojoError
+
+    try:
+        return tasks.get(task).primary_metric(kind) if task and kind else ""
+    except (DojoError, KeyError):  # a run of a task or kind this version does not know
+        return ""
+
+
 def runs(args, out) -> int:
     rows = runs_module.list_runs(_runs_dir(args))
     table = []
     for row in rows:
         test = row["metrics"].get("test", {})
-        primary = PRIMARY.get(row["kind"] or "", "")
+        primary = _primary(row["task"], row["kind"])
         table.append([row["name"], row["status"], row["task"], row["kind"], row["learner"], row["started"],
                       f"{primary} {test[primary]:.4g}" if primary in test else ""])
     out.table(f"Runs in {_runs_dir(args)}", ["name", "status", "task", "kind", "learner", "started", "test"], table)

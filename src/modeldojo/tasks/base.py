@@ -124,6 +124,13 @@ class Task(ABC):
                                separator)
 
     @classmethod
+    def primary_metric(cls, kind: str) -> str:
+        """The test metric tuning optimises and `dojo runs` shows (tuning.metric auto)."""
+        from ..evaluation import metrics
+
+        return metrics.PRIMARY[kind]
+
+    @classmethod
     def worst(cls, frame: pd.DataFrame, kind: str, y: pd.Series, prediction: Prediction, count: int,
               separator: str) -> pd.DataFrame:
         """The error analysis: the `count` worst predicted rows."""

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from .. import events as ev
 from ..errors import ConfigError, DojoError
-from ..evaluation.metrics import LOWER_IS_BETTER, PRIMARY
+from ..evaluation.metrics import LOWER_IS_BETTER
 from . import space as space_module
 from .storage import open_storage
 
@@ -26,7 +26,12 @@ COUNTED = ("COMPLETE", "PRUNED")
 
 
 def objective_metric(config, kind: str) -> tuple[str, str]:
-    metric = config.tune.metric if config.tune.metric != "auto" else PRIMARY[kind]
+    from .. import tasks
+    from ..evaluation.metrics import PRIMARY
+
+    metric = config.tune.metric
+    if metric == "auto":  # the task's main metric (chat: ROUGE-L); before the task is resolved, the kind's
+        metric = tasks.get(config.task.name).primary_metric(kind) if config.task.name != "auto" else PRIMARY[kind]
     direction = config.tune.direction
     if direction == "auto":
         direction = "minimize" if metric in LOWER_IS_BETTER or metric.endswith("loss") else "maximize"

@@ -239,6 +239,10 @@ class ChatTask(Task):
                 "mean_completion_tokens": float(np.mean(tokens)) if tokens else 0.0}
 
     @classmethod
+    def primary_metric(cls, kind):
+        return "rouge_l"
+
+    @classmethod
     def worst(cls, frame, kind, y, prediction, count, separator):
         from . import metrics
 
