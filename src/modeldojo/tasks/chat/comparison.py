@@ -18,6 +18,7 @@ import pandas as pd
 
 from ...events import STAGE
 from . import metrics
+from .conversations import last_question
 
 SAMPLES = 3  # questions shown with every method's answer
 RAG_INSTRUCTION = "Answer the question using these reference answers from our records:"
@@ -47,8 +48,8 @@ def compare(task, prompts: list[list[dict]], references: list[str], prediction, 
     count = settings.baseline_questions or len(prompts)
     prompts, references = prompts[:count], references[:count]
     train_prompts, train_answers = task.train_pairs
-    questions = [_question(prompt) for prompt in prompts]
-    nearest = _nearest([_question(prompt) for prompt in train_prompts], questions, settings.baseline_examples)
+    questions = [last_question(prompt) for prompt in prompts]
+    nearest = _nearest([last_question(prompt) for prompt in train_prompts], questions, settings.baseline_examples)
     base, _ = load_base(task.base_name)
     if len(task.tokenizer) > base.get_input_embeddings().weight.shape[0]:
         base.resize_token_embeddings(len(task.tokenizer))  # tokens the run's template added
@@ -85,11 +86,6 @@ class _Shown:
         self.text, self.finish_reason = text, finish_reason
 
 
-def _question(prompt: list[dict]) -> str:
-    users = [turn["content"] for turn in prompt if turn["role"] == "user"]
-    return users[-1] if users else ""
-
-
 def _system(prompt: list[dict]) -> list[dict]:
     return [turn for turn in prompt[:1] if turn["role"] == "system"]
 
@@ -97,13 +93,14 @@ def _system(prompt: list[dict]) -> list[dict]:
 def _few_shot(prompt: list[dict], pairs: list[tuple[list[dict], str]]) -> list[dict]:
     shots = []
     for train_prompt, train_answer in pairs:
-        shots += [{"role": "user", "content": _question(train_prompt)}, {"role": "assistant", "content": train_answer}]
+        shots += [{"role": "user", "content": last_question(train_prompt)},
+                  {"role": "assistant", "content": train_answer}]
     return _system(prompt) + shots + [turn for turn in prompt if turn["role"] != "system"]
 
 
 def _retrieval(prompt: list[dict], pairs: list[tuple[list[dict], str]]) -> list[dict]:
     system = _system(prompt)
-    references = "\n".join(f"- Q: {_question(p)}\n  A: {a}" for p, a in pairs)
+    references = "\n".join(f"- Q: {last_question(p)}\n  A: {a}" for p, a in pairs)
     text = (system[0]["content"] + "\n\n" if system else "") + f"{RAG_INSTRUCTION}\n{references}"
     return [{"role": "system", "content": text}] + [turn for turn in prompt if turn["role"] != "system"]
 

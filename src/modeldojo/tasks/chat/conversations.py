@@ -144,6 +144,12 @@ def _role(turn: dict, layout: str):
     return SHAREGPT_ROLES.get(role.strip().lower(), role) if layout == "sharegpt" and isinstance(role, str) else role
 
 
+def last_question(prompt: list[dict]) -> str:
+    """The user's last turn of a prompt ("" when it has none)."""
+    users = [turn["content"] for turn in prompt if turn["role"] == "user"]
+    return users[-1] if users else ""
+
+
 def layout_columns(frame: pd.DataFrame, layout: str) -> list:
     """The frame's columns a layout reads (dropped once the rows are in the task's own form)."""
     columns = _columns(frame)

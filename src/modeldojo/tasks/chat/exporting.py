@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ...errors import ConfigError
@@ -142,8 +141,7 @@ def runtime(folder: Path, manifest: dict[str, Any], threads: int = 0):
     from transformers import AutoTokenizer
 
     from ...config import Config
-    from . import generation
-    from .task import ChatTask
+    from .task import ChatTask, answer_rows
     from .template import ChatTemplate
 
     if threads:
@@ -166,12 +164,8 @@ def runtime(folder: Path, manifest: dict[str, Any], threads: int = 0):
 
     def predict(rows) -> Prediction:
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(rows)
-        frame = ChatTask.normalize(frame, config)
-        answers = generation.generate(model, tokenizer, template, [json.loads(m) for m in frame["messages"]],
-                                      max_new_tokens=config.evaluate.max_new_tokens, batch_size=8)
-        return Prediction(np.array([a.text for a in answers], dtype=object),
-                          notes={"finish_reasons": [a.finish_reason for a in answers],
-                                 "completion_tokens": [a.completion_tokens for a in answers]})
+        return answer_rows(model, tokenizer, template, ChatTask.normalize(frame, config),
+                           config.evaluate.max_new_tokens)
 
     predict.engine_parts = (model, tokenizer, template)  # the OpenAI routes serve an export with the same model
     return predict

@@ -213,14 +213,7 @@ class ChatTask(Task):
         return training.info
 
     def predict(self, frame: pd.DataFrame) -> Prediction:
-        from . import generation
-
-        prompts = [json.loads(text) for text in frame[PROMPT]]
-        answers = generation.generate(self.model, self.tokenizer, self.template, prompts,
-                                      max_new_tokens=self.config.evaluate.max_new_tokens, batch_size=PREDICT_BATCH)
-        return Prediction(np.array([answer.text for answer in answers], dtype=object),
-                          notes={"finish_reasons": [answer.finish_reason for answer in answers],
-                                 "completion_tokens": [answer.completion_tokens for answer in answers]})
+        return answer_rows(self.model, self.tokenizer, self.template, frame, self.config.evaluate.max_new_tokens)
 
     @property
     def input_columns(self) -> list[str]:
@@ -246,7 +239,7 @@ class ChatTask(Task):
     def worst(cls, frame, kind, y, prediction, count, separator):
         from . import metrics
 
-        questions = [_question(json.loads(text)) for text in frame[PROMPT]]
+        questions = [conversations.last_question(json.loads(text)) for text in frame[PROMPT]]
         rows = pd.DataFrame({"question": questions, "reference": [str(v) for v in y],
                              "answer": [str(v) for v in prediction.values]})
         rows["rouge_l"] = [metrics.rouge_l([a], [r]) for a, r in zip(rows["answer"], rows["reference"])]
@@ -363,9 +356,15 @@ def _conversations(frame: pd.DataFrame, answers: pd.Series) -> list[list[dict]]:
             for prompt, answer in zip(frame[PROMPT], answers)]
 
 
-def _question(prompt: list[dict]) -> str:
-    users = [turn["content"] for turn in prompt if turn["role"] == "user"]
-    return users[-1] if users else ""
+def answer_rows(model, tokenizer, template, frame: pd.DataFrame, max_new_tokens: int) -> Prediction:
+    """Greedy answers to the rows' `messages`, with finish reasons and token counts (a run's model or an export's)."""
+    from . import generation
+
+    answers = generation.generate(model, tokenizer, template, [json.loads(text) for text in frame[PROMPT]],
+                                  max_new_tokens=max_new_tokens, batch_size=PREDICT_BATCH)
+    return Prediction(np.array([answer.text for answer in answers], dtype=object),
+                      notes={"finish_reasons": [answer.finish_reason for answer in answers],
+                             "completion_tokens": [answer.completion_tokens for answer in answers]})
 
 
 def _token_counts(full: list[list[dict]], config) -> tuple[list[int] | None, int | None]:
