@@ -48,8 +48,8 @@ TRL_VENV = ROOT / "bench" / ".venvs" / "trl"
 TRL_REQUIREMENTS = ["torch", "trl==1.16.*", "peft"]  # versions from constraints/cpu.txt (torch: the CPU build)
 HYPER = {"batch": 4, "max_length": 256, "lr": 2e-4, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.05,
          "seed": 0, "threads": 2}
-OURS = ("ours", "ours-chunked")
-REFT = ("reft", "reft-chunked")
+OURS = ("ours", "ours-chunked", "ours-kept-dropout", "ours-checkpointed")
+REFT = ("reft", "reft-chunked", "reft-checkpointed")
 ENVIRONMENT = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore"}
 
@@ -118,7 +118,11 @@ def child_ours(spec: dict, meter: Meter, variant: str) -> None:
         return chunked_causal_lm_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
                                       batch["divisor"], **extra)
 
-    compute = chunked if variant.endswith("chunked") else original
+    compute = chunked if variant.endswith(("chunked", "kept-dropout", "checkpointed")) else original
+    if variant == "ours-kept-dropout":  # before the adapters recomputed their dropout: PEFT keeps mask and copy
+        import modeldojo.training.loop as loop
+
+        loop.recompute_adapter_dropout = lambda model: 0
 
     def measured(self, model, batch):
         meter.count(batch["attention_mask"])
@@ -133,6 +137,8 @@ def child_ours(spec: dict, meter: Meter, variant: str) -> None:
                  "train.learning_rate": HYPER["lr"], "train.precision": "fp32", "train.threads": HYPER["threads"],
                  "train.seed": HYPER["seed"], "train.warmup": 0.0, "train.weight_decay": 0.0,
                  "train.schedule": "linear", "train.max_grad_norm": 1.0, "model.max_length": HYPER["max_length"]}
+    if variant.endswith("checkpointed"):
+        overrides["train.activation_checkpointing"] = "on"
     if variant.startswith("reft"):
         overrides["finetune.strategy"] = "reft"
     else:
@@ -296,8 +302,11 @@ def fmt(value, pattern: str, missing: str = "—") -> str:
 
 
 LABELS = {"ours": "dojo train_chat, current loss (full logits)", "ours-chunked": "dojo train_chat, chunked loss",
+          "ours-kept-dropout": "dojo train_chat, chunked loss, adapter dropout kept (before)",
+          "ours-checkpointed": "dojo train_chat, chunked loss, train.activation_checkpointing=on",
           "trl": "TRL SFTTrainer, CPU-sane (fp32, no GC)", "trl-defaults": "TRL SFTTrainer, defaults (bf16 + GC)",
-          "reft": "dojo ReFT, current loss", "reft-chunked": "dojo ReFT, chunked loss"}
+          "reft": "dojo ReFT, current loss", "reft-chunked": "dojo ReFT, chunked loss",
+          "reft-checkpointed": "dojo ReFT, chunked loss, train.activation_checkpointing=on"}
 
 
 def report(results: dict[str, list[dict]], args, shape: str) -> None:
@@ -369,8 +378,8 @@ def main() -> None:
     args.steps = args.steps or (8 if args.quick else 20)
     args.repeats = args.repeats or (1 if args.quick else 3)
     defaults_steps = args.defaults_steps or (3 if args.quick else 6)
-    variants = list(args.only or [*OURS, "trl", *([] if args.skip_defaults else ["trl-defaults"]),
-                                  *(REFT if args.reft else [])])
+    variants = list(args.only or [*OURS[:2], "trl", *([] if args.skip_defaults else ["trl-defaults"]),
+                                  *(REFT[:2] if args.reft else [])])
 
     sys.path.insert(0, str(ROOT / "src"))
     from modeldojo.tasks.chat.base_model import default_model

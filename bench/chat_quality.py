@@ -7,6 +7,7 @@ retrieval-augmented, fine-tuned). Each run is a real `dojo train` subprocess; it
     .venv/bin/pip install zaragoza-construction-faq==1.2.1     # data only (in the `bench` extra)
     .venv/bin/python bench/chat_quality.py                      # LoRA (fresh model cache: first run) + ReFT
     .venv/bin/python bench/chat_quality.py --variants lora-warm # a later LoRA run (cache already converted)
+    .venv/bin/python bench/chat_quality.py --set train.epochs=3 # any setting, for every run
 """
 from __future__ import annotations
 
@@ -46,10 +47,10 @@ def faq_file(folder: Path) -> Path:
     return path
 
 
-def run(variant: str, data: Path, runs: Path, cache: Path) -> dict:
+def run(variant: str, data: Path, runs: Path, cache: Path, overrides: list[str]) -> dict:
     environment = {**os.environ, "MODELDOJO_CACHE": str(cache)}
     command = [sys.executable, "-m", "modeldojo.cli", "train", str(data), "--task", "chat", "--name", variant,
-               "--runs-dir", str(runs), *COMMON, *VARIANTS[variant]]
+               "--runs-dir", str(runs), *COMMON, *VARIANTS[variant], *overrides]
     started = time.perf_counter()
     subprocess.run(command, check=True, env=environment, cwd=ROOT)
     wall = time.perf_counter() - started
@@ -63,11 +64,14 @@ def main() -> None:
     parser.add_argument("--cache", help="model cache folder (default: a fresh one, so the first run converts the "
                                         "packaged GGUF)")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra settings for every run, after the variant's (e.g. train.epochs=3)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+    print(f"runs and data in {work}", flush=True)
     cache = Path(args.cache) if args.cache else work / "cache"
     data = faq_file(work)
-    results = [run(variant, data, work / "runs", cache) for variant in args.variants]
+    results = [run(variant, data, work / "runs", cache, args.set) for variant in args.variants]
     print("\n| run | wall s | train s | trainable params | ROUGE-L | exact match | stop rate | perplexity |")
     print("|---|---|---|---|---|---|---|---|")
     for result in results:

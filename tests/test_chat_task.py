@@ -163,6 +163,31 @@ def test_served_chat_model_answers_the_openai_client_and_predict(workspace):
         bad = httpx.post(url + "/predict", json={"inputs": [{"messages": [{"role": "assistant", "content": "x"}]}]},
                          timeout=60)
         assert bad.status_code == 422 and "last message" in bad.json()["detail"]
+        kserve_v2_through_tritonclient(url)
+
+
+def kserve_v2_through_tritonclient(url: str) -> None:
+    """The chat model on the KServe v2 routes, through the real `tritonclient[http]`: a BYTES question and a
+    JSON conversation in, a BYTES answer per row out; a bad conversation is the client's own exception."""
+    import numpy as np
+    httpclient = pytest.importorskip("tritonclient.http")
+    from tritonclient.utils import InferenceServerException
+
+    client = httpclient.InferenceServerClient(url.removeprefix("http://"), network_timeout=60)
+    assert client.is_model_ready("bot")
+    metadata = client.get_model_metadata("bot")
+    (spec,) = metadata["inputs"]
+    assert spec["datatype"] == "BYTES"
+    questions = np.array(["Zone 1?", '[{"role": "user", "content": "Zone 2?"}]'], dtype=object)
+    tensor = httpclient.InferInput(spec["name"], [2], "BYTES")
+    tensor.set_data_from_numpy(questions, binary_data=True)
+    result = client.infer("bot", [tensor])
+    outputs = {output["name"]: result.as_numpy(output["name"]) for output in result.get_response()["outputs"]}
+    assert outputs and all(len(values) == 2 for values in outputs.values()), outputs
+    bad = httpclient.InferInput(spec["name"], [1], "BYTES")
+    bad.set_data_from_numpy(np.array(['[{"role": "assistant", "content": "x"}]'], dtype=object))
+    with pytest.raises(InferenceServerException, match="last message"):
+        client.infer("bot", [bad])
 
 
 def test_reft_run_exports_interventions_and_refuses_gguf(workspace, tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,108 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
+from .config_fields import Group, describe, setting
 from .errors import ConfigError
-
-
-def setting(default: Any, help: str, *, minimum: float | None = None, maximum: float | None = None):
-    """A documented field; mutable defaults are copied per instance."""
-    metadata = {"help": help, "minimum": minimum, "maximum": maximum}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-def _describe(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return "null"
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false"}
-    if annotation in names:
-        return names[annotation]
-    if origin is list:
-        return "a list of " + _describe(typing.get_args(annotation)[0]).removeprefix("a ").removeprefix("an ")
-    if origin is dict:
-        return "a mapping"
-    return str(annotation)
-
-
-def _coerce(value: Any, annotation: Any) -> Any:
-    """Return value converted to the annotation, or raise ValueError."""
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        if value in typing.get_args(annotation):
-            return value
-        raise ValueError
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(annotation):
-            try:
-                return _coerce(value, option)
-            except ValueError:
-                continue
-        raise ValueError
-    if annotation is type(None):
-        if value is None:
-            return None
-        raise ValueError
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ValueError
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ValueError
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise ValueError
-    if origin is list:
-        if isinstance(value, str):  # a single name where a list is expected: be forgiving
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ValueError
-        (item_type,) = typing.get_args(annotation)
-        return [_coerce(item, item_type) for item in value]
-    if origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise ValueError
-    raise TypeError(f"unsupported config annotation {annotation}")
-
-
-class Group:
-    """Base for config groups: validates and normalises every field on construction."""
-
-    section: typing.ClassVar[str] = ""
-
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for spec in dataclasses.fields(self):
-            value = getattr(self, spec.name)
-            where = f"{self.section}.{spec.name}"
-            try:
-                value = _coerce(value, hints[spec.name])
-            except ValueError:
-                raise ConfigError(
-                    f"{where}: got {value!r} ({type(value).__name__}); expected {_describe(hints[spec.name])}"
-                ) from None
-            low, high = spec.metadata.get("minimum"), spec.metadata.get("maximum")
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                if (low is not None and value < low) or (high is not None and value > high):
-                    raise ConfigError(f"{where}: got {value!r}; allowed range is [{low}, {high}]")
-            setattr(self, spec.name, value)
-        self.validate()
-
-    def validate(self) -> None:
-        """Cross-field rules of a group."""
 
 
 @dataclass
@@ -223,6 +122,9 @@ class TrainConfig(Group):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
         "auto", "Neural: autocast precision; auto = bf16 where the hardware runs it natively (recent GPUs; CPUs "
                 "with AVX512-BF16/AMX), fp16 with a loss scaler on older GPUs, else fp32.")
+    activation_checkpointing: bool = setting(
+        False, "Neural (transformers models): recompute each layer's activations in backward instead of keeping "
+               "them; lowers the peak memory at the cost of a second forward pass (see docs/benchmarks.md).")
     eval_every: int = setting(0, "Neural: evaluate every N optimizer steps; 0 = at the end of each epoch.", minimum=0)
     patience: int = setting(0, "Neural: stop after N evaluations without improvement; 0 = never stop early.",
                             minimum=0)
@@ -411,7 +313,7 @@ class Config:
             hints = typing.get_type_hints(group)
             for spec in dataclasses.fields(group):
                 default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
-                rows.append((f"{section}.{spec.name}", _describe(hints[spec.name]), repr(default), spec.metadata["help"]))
+                rows.append((f"{section}.{spec.name}", describe(hints[spec.name]), repr(default), spec.metadata["help"]))
         return rows
 
 

@@ -20,6 +20,7 @@ from ..evaluation.metrics import LOWER_IS_BETTER
 from . import checkpoint as checkpoints
 from .distributed import Distributed
 from .dropout import use_fast_dropout
+from .recompute import enable_activation_checkpointing, recompute_adapter_dropout
 from .optim import make_optimizer, make_scheduler
 
 
@@ -97,6 +98,9 @@ def _fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir
     device, model = dist.device, trainee.model.to(dist.device)
     if device.type == "cpu":
         use_fast_dropout(model)  # same dropout, a cheaper mask: see training/dropout.py
+    recompute_adapter_dropout(model)  # LoRA: the dropped copies of each adapter's input are not kept
+    if config.activation_checkpointing:
+        enable_activation_checkpointing(model)
     per_epoch = len(dist.shard(trainee.step_batches(0)))
     total = per_epoch * config.epochs if not config.max_steps else min(config.max_steps, per_epoch * config.epochs)
     wrapped = dist.wrap(model)  # before the optimizer: FSDP replaces the parameters by their shards

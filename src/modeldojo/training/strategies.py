@@ -6,6 +6,7 @@ so inference needs no peft).
 """
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
 import torch
@@ -138,7 +139,9 @@ class Lora(Strategy):
         config = LoraConfig(r=self.settings.lora_rank, lora_alpha=self.settings.lora_alpha,
                             lora_dropout=self.settings.lora_dropout, target_modules=targets,
                             modules_to_save=list(head_names))
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():  # PEFT reads transformers' deprecated `is_gradient_checkpointing` (v5)
+            warnings.simplefilter("ignore", FutureWarning)
+            return get_peft_model(model, config)
 
     def finalize(self, model):
         return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model

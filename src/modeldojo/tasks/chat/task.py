@@ -9,6 +9,7 @@ interface: this class owns the checks, the split's strata (a `category` column w
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -345,7 +346,9 @@ class ChatTask(Task):
         if state["strategy"] == "lora":
             from peft import PeftModel
 
-            return PeftModel.from_pretrained(base, directory / WEIGHT_FOLDERS["lora"]).eval(), tokenizer
+            with warnings.catch_warnings():  # PEFT reads transformers' deprecated `is_gradient_checkpointing`
+                warnings.simplefilter("ignore", FutureWarning)
+                return PeftModel.from_pretrained(base, directory / WEIGHT_FOLDERS["lora"]).eval(), tokenizer
         from . import reft
 
         return reft.load(base, directory / WEIGHT_FOLDERS["reft"]).eval(), tokenizer
