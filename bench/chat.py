@@ -138,7 +138,7 @@ def child_ours(spec: dict, meter: Meter, variant: str) -> None:
                  "train.seed": HYPER["seed"], "train.warmup": 0.0, "train.weight_decay": 0.0,
                  "train.schedule": "linear", "train.max_grad_norm": 1.0, "model.max_length": HYPER["max_length"]}
     if variant.endswith("checkpointed"):
-        overrides["train.activation_checkpointing"] = "on"
+        overrides["train.activation_checkpointing"] = True
     if variant.startswith("reft"):
         overrides["finetune.strategy"] = "reft"
     else:

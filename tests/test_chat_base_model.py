@@ -5,7 +5,7 @@ from modeldojo.tasks.chat import base_model
 
 
 def test_conversion_runs_once_per_file_content_and_never_leaves_a_half_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv(base_model.CACHE_ENVIRONMENT, str(tmp_path / "cache"))
+    monkeypatch.setenv("MODELDOJO_CACHE", str(tmp_path / "cache"))
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"first version")
     calls = []
@@ -44,7 +44,7 @@ def test_the_packaged_smollm2_converts_to_a_loadable_folder_with_its_chat_templa
     pytest.importorskip("gguf")
     from transformers import AutoTokenizer
 
-    monkeypatch.setenv(base_model.CACHE_ENVIRONMENT, str(tmp_path))
+    monkeypatch.setenv("MODELDOJO_CACHE", str(tmp_path))
     folder = base_model.converted(base_model.packaged_gguf())
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert tokenizer.eos_token == "<|im_end|>" and "<|im_start|>" in tokenizer.chat_template

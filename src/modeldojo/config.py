@@ -54,6 +54,12 @@ class DataConfig(Group):
         "none", "Classification: randomly over-sample minority / under-sample majority classes in the training split.")
     label_error_check: bool = setting(True, "Look for suspected label errors (cleanlab on out-of-fold probabilities).")
     check_sample_rows: int = setting(20000, "Row sample used by the slower checks (leakage, label errors).", minimum=100)
+    normalize_text: bool = setting(True, "NFKC-normalise text cells of non-free-text columns before types are "
+                                         "inferred (full-width digits and letters, half-width katakana) and read "
+                                         "Japanese dates (2024年1月5日, 令和6年1月5日); `dojo check` lists what changed.")
+    output_encoding: Literal["utf-8-sig", "utf-8"] = setting(
+        "utf-8-sig", "CSV files dojo writes (predictions, trials): utf-8-sig adds the byte-order mark that Excel "
+                     "needs to open UTF-8 (Japanese Windows shows mojibake without it); JSON is always plain UTF-8.")
     system_prompt: str | None = setting(None, "Chat: system turn added to conversations that have none, in "
                                               "training, evaluation, `dojo chat` and serving alike.")
 

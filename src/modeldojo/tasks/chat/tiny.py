@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from .base_model import build_once
+from ...cache import build_once
 from .template import CHATML, CHATML_TOKENS
 
 MARKER = "tiny-chat.txt"
