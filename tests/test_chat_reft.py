@@ -206,7 +206,10 @@ def test_gradient_checkpointing_and_a_bf16_base(folder, tokenizer):
         torch.manual_seed(0)
         model = reft.ReftModel(AutoModelForCausalLM.from_pretrained(folder), reft.ReftSettings()).train()
         if checkpointing:
-            model.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            from modeldojo.training.recompute import enable_activation_checkpointing
+
+            enable_activation_checkpointing(model)  # train.activation_checkpointing: finds the wrapped base
+            assert model.base.is_gradient_checkpointing
         model(ids, mask, labels=labels, prompt_lengths=lengths).loss.backward()
         gradients.append([p.grad for p in model.interventions.parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*gradients))

@@ -61,8 +61,10 @@ class _KeptDropout(torch.nn.Identity):
 def enable_activation_checkpointing(model: torch.nn.Module) -> None:
     """Per-layer activation checkpointing through the model's own switch (transformers models, PEFT-wrapped
     ones included), non-reentrant: no input needs `requires_grad`, and frozen layers and adapters work."""
-    switch = getattr(model, "gradient_checkpointing_enable", None)
-    if switch is None or not getattr(model, "supports_gradient_checkpointing", True):
+    # The model itself (a transformers or PEFT model) or the first module inside a wrapper (ReFT's) with a switch.
+    owner = next((module for module in model.modules() if hasattr(module, "gradient_checkpointing_enable")), None)
+    switch = getattr(owner, "gradient_checkpointing_enable", None)
+    if switch is None or not getattr(owner, "supports_gradient_checkpointing", True):
         raise ConfigError(f"train.activation_checkpointing: {type(model).__name__} has no per-layer "
                           "checkpointing switch (transformers models do); set it to false")
     switch(gradient_checkpointing_kwargs={"use_reentrant": False})
