@@ -60,6 +60,9 @@ def in_process(run: Path, new_tokens: int) -> list[float]:
 
     task = api.load(run.name, runs_dir=run.parent)._fitted()
     rates = []
+    warm = torch.tensor([prompt_ids(task.tokenizer, [{"role": "user", "content": "Hi"}], task.template.text)])
+    with torch.no_grad():  # warm-up, as the server's first request is
+        task.model.generate(input_ids=warm, attention_mask=torch.ones_like(warm), max_new_tokens=4, do_sample=False)
     for question in QUESTIONS:
         ids = torch.tensor([prompt_ids(task.tokenizer, [{"role": "user", "content": question}], task.template.text)])
         started = time.perf_counter()
