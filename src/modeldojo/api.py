@@ -16,7 +16,7 @@ from . import events as ev
 from . import runs as runs_module
 from . import tasks
 from .config import Config
-from .data import balance, checks as checks_module, readers, splits
+from .data import balance, checks as checks_module, normalize as cells, readers, splits
 from .data.target import require_column
 from .environment import describe as describe_environment
 from .errors import ConfigError, DataError, NotFoundError
@@ -44,6 +44,7 @@ class Prepared:
     features: list[str]
     validation: tuple[pd.DataFrame, pd.Series] | None = None
     test: tuple[pd.DataFrame, pd.Series] | None = None
+    normalization: dict[str, Any] | None = None  # data/normalize.py's plan, saved with the model for new data
 
 
 @dataclass
@@ -115,6 +116,9 @@ def _task_frame(frame: pd.DataFrame, config: Config) -> tuple[type[tasks.Task], 
     and the config with the task's defaults filled in (target, fine-tuning strategy)."""
     task_class = tasks.get(_task_name(frame, config))
     frame = task_class.normalize(frame, config)
+    # Only tables a task reads as they are: a task that rewrites rows into its own form (e.g. JSON) owns those cells.
+    if config.data.normalize_text and task_class.normalize.__func__ is tasks.Task.normalize.__func__:
+        frame = cells.normalize_table(frame, skip=set(config.data.text_columns) | set(config.data.drop_columns))
     defaults = {}
     if not config.data.target and task_class.default_target:
         defaults["data.target"] = task_class.default_target
@@ -145,10 +149,10 @@ def prepare(data=None, config: Config | None = None, *, run_checks: bool = True)
     excluded = set(report_.id_columns) | set(report_.constant_columns) | set(config.data.drop_columns) | {target}
     prepared = Prepared(config.with_overrides({"task.name": task_name, "task.kind": kind}), frame,
                         task_class.target_values(frame, target, kind, config.data.label_separator), kind, task_name,
-                        report_, task_class.features(frame, excluded))
+                        report_, task_class.features(frame, excluded), normalization=frame.attrs.get("normalization"))
     for role, path in (("validation", config.data.validation_path), ("test", config.data.test_path)):
         if path:
-            extra = task_class.normalize(_read(path, config), config)
+            extra = cells.apply_plan(task_class.normalize(_read(path, config), config), prepared.normalization)
             require_column(extra, target, "target")
             setattr(prepared, role, (extra, task_class.target_values(extra, target, kind, config.data.label_separator)))
     return prepared
@@ -267,7 +271,7 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
         bus.emit(ev.METRICS, metrics=scores, prefix="test_")
         bus.emit(ev.METRICS, metrics={k: v for k, v in info.items() if isinstance(v, (int, float))}, prefix="fit_")
         meta = {"task": prepared.task_name, "kind": prepared.kind, "target": config.data.target,
-                "image_columns": prepared.checks.image_columns,
+                "image_columns": prepared.checks.image_columns, "normalization": prepared.normalization,
                 "features": task.input_columns, "created": runs_module.now(), "config": config.to_dict()}
         runs_module.save_model_atomically(run.model_dir, task.save, meta)
         run.write_json("metrics.json", {"test": scores, "fit": info})
@@ -348,7 +352,7 @@ def evaluate(reference: str | Path, data=None, *, cv: int | None = None, runs_di
             frame = _read(data, config, prefer=(run.read_json("data.json") or {}).get("encoding"))
             if frame.attrs.get("encoding_warning"):
                 result["warnings"] = [frame.attrs["encoding_warning"]]
-            frame = task_class.normalize(frame, config)
+            frame = cells.apply_plan(task_class.normalize(frame, config), model.meta.get("normalization"))
             require_column(frame, target, "target")
             y = task_class.target_values(frame, target, kind, config.data.label_separator)
         bus.emit(ev.STAGE, name="evaluate", detail=f"{int(y.notna().sum())} rows")

@@ -11,6 +11,7 @@ import pandas as pd
 
 from . import runs, tasks
 from .data import readers
+from .data.normalize import apply_plan
 from .data.target import require_column
 from .errors import NotFoundError
 from .tasks.base import Prediction, Task
@@ -96,13 +97,14 @@ class Model:
         return self._fitted().predict(frame[self.features])
 
     def _normalize(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The rows in the task's own form (a chat model reads any chat layout), as training read them."""
+        """The rows in the task's own form (a chat model reads any chat layout), their cells normalised as the
+        training cells were (data/normalize.py: the plan recorded with the model)."""
         from .config import Config
 
         task = type(self._fitted())
-        if task.normalize.__func__ is Task.normalize.__func__:  # the table's rows are already the task's own
-            return frame
-        return task.normalize(frame, Config.from_dict(self.meta.get("config", {})))
+        if task.normalize.__func__ is not Task.normalize.__func__:  # else the table's rows are the task's own
+            frame = task.normalize(frame, Config.from_dict(self.meta.get("config", {})))
+        return apply_plan(frame, self.meta.get("normalization"))
 
     def predict(self, data) -> np.ndarray:
         return self.predict_frame(data).values

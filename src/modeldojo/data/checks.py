@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .freetext import free_text_columns, text_components  # noqa: F401 - free_text_columns is used by tasks
 from .readers import row_location, source_name
 from .image_checks import check_images
 from .images import image_columns
@@ -24,8 +25,6 @@ HIGH_CARDINALITY = 50
 IMBALANCE_WARNING = 3.0
 LEAKAGE_R2 = 0.98
 LEAKAGE_BALANCED_ACCURACY = 0.99
-FREE_TEXT_MIN_CHARS = 20
-FREE_TEXT_MIN_WORDS = 4
 
 
 @dataclass
@@ -51,6 +50,7 @@ class CheckReport:
     id_columns: list[str] = field(default_factory=list)
     constant_columns: list[str] = field(default_factory=list)
     image_columns: list[str] = field(default_factory=list)
+    free_text: list[str] = field(default_factory=list)  # prose columns (any script; data/freetext.py)
     skipped_rows: list[int] = field(default_factory=list)  # unreadable images left out (data.skip_bad_images)
 
     @property
@@ -74,6 +74,8 @@ def run_checks(frame: pd.DataFrame, target: str | None, *, kind: str = "auto", s
     report = CheckReport(source_name(frame), len(frame), frame.shape[1], target, None)
     if frame.attrs.get("encoding_warning"):  # a guessed text encoding (data/encodings.py)
         report.add("encoding", "warning", frame.attrs["encoding_warning"], encoding=frame.attrs.get("encoding"))
+    for entry in frame.attrs.get("normalization_report") or []:  # what data/normalize.py changed, or could not
+        report.add(entry["code"], entry["severity"], entry["message"], entry["column"], **entry["details"])
     if len(frame) == 0:
         report.add("empty", "error", f"{report.source}: no data rows")
         return report
@@ -103,37 +105,32 @@ def run_checks(frame: pd.DataFrame, target: str | None, *, kind: str = "auto", s
     sample = np.flatnonzero(usable)
     if len(sample) > sample_rows:
         sample = np.sort(np.random.default_rng(seed).choice(sample, sample_rows, replace=False))
-    encoded = encode_for_checks(frame.iloc[sample][features])
-    _leakage(encoded, y.iloc[sample], kind, seed, report)
+    encoded, groups = encode_for_checks(frame.iloc[sample][features], report.free_text, seed)
+    _leakage(encoded, groups, y.iloc[sample], kind, seed, report)
     if label_errors and kind != "regression":
         _label_errors(frame, encoded, y.iloc[sample], sample, seed, report)
     return report
 
 
-def encode_for_checks(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numbers stay numbers; everything else becomes integer codes (missing → NaN)."""
-    encoded = {}
-    for column in frame.columns:
-        values = frame[column]
+def encode_for_checks(frame: pd.DataFrame, free_text=(), seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """(numbers, {column: its encoded columns}). Numbers stay numbers; free text becomes character n-gram
+    components (one code per distinct text would make every review its own category, and a Japanese clause one
+    token); everything else integer codes (missing → NaN)."""
+    encoded, groups, free_text = {}, {}, {str(column) for column in free_text}
+    for position, column in enumerate(frame.columns):
+        values, name = frame[column], f"f{position}"  # plain string names: scikit-learn refuses mixed types
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-            encoded[column] = values.astype(float).replace([np.inf, -np.inf], np.nan)
+            encoded[name] = values.astype(float).replace([np.inf, -np.inf], np.nan)
+        elif str(column) in free_text:
+            parts = text_components(values, seed)
+            groups[column] = [f"{name}_{index}" for index in range(parts.shape[1])]
+            encoded.update(zip(groups[column], parts.T))
+            continue
         else:
             codes = pd.Series(pd.factorize(values.astype(str).where(values.notna()))[0], index=values.index)
-            encoded[column] = codes.where(codes >= 0).astype(float)
-    return pd.DataFrame(encoded, index=frame.index)
-
-
-def free_text_columns(frame: pd.DataFrame, exclude: set) -> list[str]:
-    """Columns that hold prose, not categories: long, several words, mostly distinct."""
-    found = []
-    for column in frame.columns:
-        if column in exclude or pd.api.types.is_numeric_dtype(frame[column]):
-            continue
-        sample = frame[column].dropna().astype(str).head(500)
-        if len(sample) and sample.str.len().median() >= FREE_TEXT_MIN_CHARS and \
-                sample.str.split().str.len().median() >= FREE_TEXT_MIN_WORDS and sample.nunique() >= 0.5 * len(sample):
-            found.append(column)
-    return found
+            encoded[name] = codes.where(codes >= 0).astype(float)
+        groups[column] = [name]
+    return pd.DataFrame(encoded, index=frame.index), groups
 
 
 def _hashable(value):
@@ -160,7 +157,10 @@ def _hashable_cells(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _column_table(frame: pd.DataFrame, target: str | None, report: CheckReport) -> None:
     rows = len(frame)
-    free_text = set(free_text_columns(frame, {target}))
+    report.free_text = [str(c) for c in free_text_columns(frame, {target} | set(report.image_columns))]
+    free_text = set(report.free_text)
+    normalised = {entry["column"]: entry["details"].get("as") for entry in frame.attrs.get("normalization_report") or []
+                  if entry["code"] == "normalized"}
     for column in frame.columns:
         values = frame[column]
         missing = int(values.isna().sum())
@@ -175,17 +175,19 @@ def _column_table(frame: pd.DataFrame, target: str | None, report: CheckReport) 
                 notes.append("constant")
                 report.constant_columns.append(str(column))
                 report.add("constant", "warning", f"column {column!r} has a single value; it is not used", column)
+            elif str(column) in free_text:  # before the ID test: unique Japanese sentences have no spaces either
+                notes.append("free text")
             elif _looks_like_id(column, values, unique, rows):
                 notes.append("id-like")
                 report.id_columns.append(str(column))
                 report.add("id_like", "warning", f"column {column!r} looks like a row identifier "
                            f"({unique} distinct values in {rows} rows); it is not used as a feature", column)
-            elif column in free_text:
-                notes.append("free text")
             elif not pd.api.types.is_numeric_dtype(values) and unique > HIGH_CARDINALITY:
                 notes.append("high-cardinality")
                 report.add("high_cardinality", "warning", f"categorical column {column!r} has {unique} distinct "
                            "values; rare values carry little signal and may overfit", column, unique=unique)
+        if str(column) in normalised:
+            notes.append(f"normalised ({normalised[str(column)]})")
         if missing:
             share = missing / rows
             severity = "warning" if share > 0.5 and column != target else "info"
@@ -265,7 +267,7 @@ def _target_problems(frame: pd.DataFrame, target: str, y: pd.Series, kind: str, 
     return True
 
 
-def _leakage(encoded: pd.DataFrame, y: pd.Series, kind: str, seed: int, report: CheckReport) -> None:
+def _leakage(encoded: pd.DataFrame, groups: dict, y: pd.Series, kind: str, seed: int, report: CheckReport) -> None:
     """A single feature that predicts the target almost perfectly is usually a leak."""
     from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
@@ -281,9 +283,14 @@ def _leakage(encoded: pd.DataFrame, y: pd.Series, kind: str, seed: int, report: 
             return
         model, scoring = DecisionTreeClassifier(random_state=seed, class_weight="balanced"), "balanced_accuracy"
         threshold, folds, target = LEAKAGE_BALANCED_ACCURACY, StratifiedKFold(3, shuffle=True, random_state=seed), y.to_numpy()
-    for column in encoded.columns:
-        score = float(np.mean(cross_val_score(model, encoded[[column]], target, cv=folds, scoring=scoring)))
-        if score >= threshold:
+    for column, parts in groups.items():
+        score = float(np.mean(cross_val_score(model, encoded[parts], target, cv=folds, scoring=scoring)))
+        if score >= threshold and str(column) in report.free_text:  # the text may be the very input to classify
+            report.add("leakage", "warning", f"free-text column {column!r} alone predicts the target almost "
+                       f"perfectly (character n-grams, {scoring} {score:.3f} out of fold): if it is written after "
+                       "the outcome (a resolution note), drop it (data.drop_columns); if it is the text to "
+                       "classify, the task is an easy one", str(column), score=score)
+        elif score >= threshold:
             report.add("leakage", "warning", f"column {column!r} alone predicts the target almost perfectly "
                        f"({scoring} {score:.3f} out of fold); if it is only known after the outcome, drop it "
                        "(data.drop_columns)", str(column), score=score)

@@ -54,7 +54,8 @@ def export(reference: str | Path, *, format: str | None = None, quantize: str | 
             onnx_format.quantize_fp16(partial / onnx_format.FILE)
         manifest = {"format": format, "quantize": quantize, "task": model.meta["task"], "kind": model.kind,
                     "target": model.target, "classes": getattr(task, "classes", None), "inputs": task.input_columns,
-                    "preprocessing": preprocessing, "source_run": str(run.directory.resolve()),
+                    "preprocessing": preprocessing, "normalization": model.meta.get("normalization"),
+                    "source_run": str(run.directory.resolve()),
                     "modeldojo": __version__, "onnxruntime": version("onnxruntime"),
                     "environment": describe_environment().get("packages", {})}
         tolerance = dict(parity.TOLERANCES[quantize])
@@ -94,6 +95,7 @@ def _export_other(run: Run, model: Model, config: Config, task, format: str, qua
         manifest = {"format": format, "quantize": quantize, "task": model.meta["task"], "kind": model.kind,
                     "target": model.target, "classes": None, "inputs": task.input_columns,
                     "preprocessing": details, "config": model.meta.get("config", {}),
+                    "normalization": model.meta.get("normalization"),
                     "source_run": str(run.directory.resolve()), "modeldojo": __version__,
                     "environment": describe_environment().get("packages", {}), "parity": report.to_dict()}
         _accept(run, partial, target, manifest, report, force)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .. import tasks
+from ..data import normalize
 from ..errors import NotFoundError
 from ..tasks.base import Prediction
 
@@ -46,11 +47,19 @@ class ExportedModel:
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if self.kind == "regression":
             raise TypeError("predict_proba: this is a regression model; use predict")
-        return self._scores(frame)
+        return self._scores(self._normalized(frame))
+
+    def _normalized(self, rows):
+        """Cells as training read them (full-width digits, Japanese dates: data/normalize.py's recorded plan)."""
+        plan = self.manifest.get("normalization")
+        if isinstance(rows, pd.DataFrame):
+            return normalize.apply_plan(rows, plan)
+        return normalize.apply_plan_to_records(list(rows), plan)
 
     def predict(self, frame: pd.DataFrame | list[dict]) -> Prediction:
         """`frame` may also be records (dicts), as a server receives them; each task reads them its way
         (tabular: cell by cell, with no DataFrame whose column types depend on the batch)."""
+        frame = self._normalized(frame)
         if self._runtime is not None:
             return self._runtime(frame)
         scores = self._scores(frame)
