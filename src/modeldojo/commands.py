@@ -187,7 +187,7 @@ def predict(args, out) -> int:
                 "treated as missing")
     table = pd.concat([frame.reset_index(drop=True), prediction.to_frame()], axis=1)
     if args.out:
-        _write_table(table, Path(args.out))
+        _write_table(table, Path(args.out), _output_encoding(predictor))
         out.say(f"[green]✓[/] {len(table)} predictions written to {escape(args.out)}")
     elif not args.json:
         sys.stdout.write(table.to_csv(index=False))
@@ -252,15 +252,38 @@ def serve(args, out) -> int:
     return 0
 
 
-def _write_table(table: pd.DataFrame, path: Path) -> None:
+def _output_encoding(predictor) -> str:
+    """data.output_encoding of the run behind the model: from the run's own config, an export's manifest, or
+    the config.yaml of the run an ONNX export came from. An export copied away from its run (or a run from
+    before the setting) gets the default, which Excel opens."""
+    from .export.runtime import ExportedModel
+
+    if not isinstance(predictor.model, ExportedModel):
+        return Config.from_dict(predictor.model.meta.get("config")).data.output_encoding
+    manifest = predictor.model.manifest
+    if "config" in manifest:  # the formats a task writes itself carry the run's config
+        return Config.from_dict(manifest["config"]).data.output_encoding
+    source = Path(manifest["source_run"]) / "config.yaml" if manifest.get("source_run") else None
+    return (Config.load(source) if source and source.is_file() else Config()).data.output_encoding
+
+
+# Unescaped, these end a line for str.splitlines() (and for our own JSONL reader): one record would become two.
+# They can only occur inside JSON strings, where their escapes mean the same.
+_LINE_BREAKS_ESCAPED = {0x2028: "\\u2028", 0x2029: "\\u2029", 0x85: "\\u0085"}
+
+
+def _write_table(table: pd.DataFrame, path: Path, encoding: str = "utf-8-sig") -> None:
+    """`encoding` is for CSV/TSV only (what spreadsheets open); JSON Lines is always plain UTF-8, with Japanese
+    written as itself rather than \\u escapes so that the file stays readable."""
     suffix = path.suffix.lower()
     temp = path.with_name(f".{path.name}.tmp")
     if suffix == ".parquet":
         table.to_parquet(temp, index=False)
     elif suffix in (".jsonl", ".ndjson"):
-        table.to_json(temp, orient="records", lines=True)
+        text = table.to_json(orient="records", lines=True, force_ascii=False)
+        temp.write_text(text.translate(_LINE_BREAKS_ESCAPED), encoding="utf-8")
     else:
-        table.to_csv(temp, index=False, sep="\t" if suffix == ".tsv" else ",")
+        table.to_csv(temp, index=False, sep="\t" if suffix == ".tsv" else ",", encoding=encoding)
     temp.replace(path)  # atomic: a crash never leaves half a predictions file
 
 

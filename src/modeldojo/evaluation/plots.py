@@ -1,10 +1,57 @@
-"""Matplotlib figures rendered to base64 PNG for embedding in a self-contained HTML report."""
+"""Matplotlib figures rendered to base64 PNG for embedding in a self-contained HTML report.
+
+Labels come from the user's data (class names, column names), so they may be Japanese: every figure is drawn
+with DejaVu Sans first and the IPAexGothic font of `matplotlib-fontja` as the fallback for glyphs DejaVu lacks
+(Matplotlib falls back glyph by glyph). English plots look exactly as before; Japanese ones no longer show boxes.
+"""
 from __future__ import annotations
 
 import base64
+import functools
+import importlib.util
 import io
+from pathlib import Path
 
 import numpy as np
+
+JAPANESE_FONT = "IPAexGothic"
+JAPANESE_FONT_FILE = "ipaexg.ttf"
+
+
+@functools.cache
+def report_fonts() -> tuple[str, ...]:
+    """The font family list report figures use, registering the Japanese font file on first use.
+
+    `import matplotlib_fontja` would do the registering too, but it also sets the default font of the whole
+    process (rcParams) — the user's own plots are not ours to restyle. So only its font file is taken: found
+    through the package spec, which does not run the package's code."""
+    from matplotlib import font_manager
+
+    spec = importlib.util.find_spec("matplotlib_fontja")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        font = Path(folder) / "fonts" / JAPANESE_FONT_FILE
+        if font.is_file():
+            font_manager.fontManager.addfont(str(font))
+            return ("DejaVu Sans", JAPANESE_FONT)
+    return ("DejaVu Sans",)  # without the package Japanese shows as boxes, but reports still render
+
+
+def font_context():
+    """rcParams for drawing one report figure; restored afterwards, so the process's own plots are untouched.
+    Text objects take the family when created and look the font files up when drawn (savefig), so the whole
+    figure, encoding included, goes inside."""
+    import matplotlib
+
+    return matplotlib.rc_context({"font.family": list(report_fonts())})
+
+
+def _with_report_fonts(draw):
+    @functools.wraps(draw)
+    def drawn(*args, **kwargs):
+        with font_context():
+            return draw(*args, **kwargs)
+    return drawn
 
 
 def _figure(width=5.5, height=4.0):
@@ -24,6 +71,7 @@ def _encode(plt, figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+@_with_report_fonts
 def confusion_matrix(labels: list[str], matrix: list[list[int]]) -> str:
     size = max(4.0, 0.6 * len(labels) + 2)
     plt, (figure, axis) = _figure(size, size * 0.85)
@@ -40,6 +88,7 @@ def confusion_matrix(labels: list[str], matrix: list[list[int]]) -> str:
     return _encode(plt, figure)
 
 
+@_with_report_fonts
 def predicted_vs_actual(actual: np.ndarray, predicted: np.ndarray) -> str:
     plt, (figure, axis) = _figure()
     axis.scatter(actual, predicted, s=8, alpha=0.5)
@@ -51,6 +100,7 @@ def predicted_vs_actual(actual: np.ndarray, predicted: np.ndarray) -> str:
     return _encode(plt, figure)
 
 
+@_with_report_fonts
 def residuals(actual: np.ndarray, predicted: np.ndarray) -> str:
     plt, (figure, axis) = _figure()
     axis.scatter(predicted, actual - predicted, s=8, alpha=0.5)
@@ -61,6 +111,7 @@ def residuals(actual: np.ndarray, predicted: np.ndarray) -> str:
     return _encode(plt, figure)
 
 
+@_with_report_fonts
 def learning_curves(history: list[dict]) -> str:
     """Train loss per step, and validation loss / metrics at each evaluation."""
     plt, (figure, axis) = _figure(7.0, 4.0)
@@ -83,6 +134,7 @@ def learning_curves(history: list[dict]) -> str:
     return _encode(plt, figure)
 
 
+@_with_report_fonts
 def feature_importance(importance: dict[str, float], top: int = 20) -> str:
     items = list(importance.items())[:top][::-1]
     plt, (figure, axis) = _figure(6.0, max(3.0, 0.25 * len(items) + 1))

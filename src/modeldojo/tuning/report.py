@@ -61,8 +61,9 @@ def _render(draw: Callable[[], Any], alt: str, tight_layout: bool = True) -> str
     figures_before = set(plt.get_fignums())
     try:
         # Optuna calls plt.style.use("ggplot"), which would restyle every later plot in the process:
-        # rc_context restores the global rcParams afterwards.
-        with matplotlib.rc_context(), warnings.catch_warnings():
+        # the rc_context of font_context restores the global rcParams afterwards (and sets the report fonts,
+        # which draw Japanese parameter or metric names too).
+        with plots.font_context(), warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             warnings.simplefilter("ignore", UserWarning)  # tight_layout and empty-legend chatter
             axes = np.ravel(draw())

@@ -89,7 +89,8 @@ def tune(data=None, target: str | None = None, *, config: Config | str | Path | 
 def _write_outputs(run: Run, study, dimensions, config: Config, summary: dict[str, Any], storage: str,
                    ended: list[dict[str, Any]]) -> TuneResult:
     table = pd.DataFrame(study_module.trials_table(study, dimensions))
-    table.to_csv(run.directory / "trials.csv", index=False)
+    # A spreadsheet is where a trials table is read: data.output_encoding (a BOM by default) lets Excel open it.
+    table.to_csv(run.directory / "trials.csv", index=False, encoding=config.data.output_encoding)
     best = space_module.apply(config, study.best_params).with_overrides({"run.name": None})
     best_path = run.directory / "best.yaml"
     run.write_text("best.yaml", best.to_yaml())

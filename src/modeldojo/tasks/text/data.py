@@ -21,6 +21,12 @@ def join_texts(frame: pd.DataFrame, columns: list[str], separator: str) -> list[
     return parts.agg(f" {separator} ".join, axis=1).tolist()
 
 
+def with_prefix(texts: list[str], prefix: str) -> list[str]:
+    """Each text behind the encoder's input prefix (e5: "query: "); one function for training, prediction and
+    the exported model, so all three format a text the same way."""
+    return [prefix + text for text in texts] if prefix else texts
+
+
 def choose_max_length(lengths: np.ndarray, model_limit: int) -> int:
     """The 95th percentile of token lengths, rounded up to a multiple of 8, within the model's limit."""
     wanted = int(np.percentile(lengths, LENGTH_PERCENTILE)) if len(lengths) else model_limit

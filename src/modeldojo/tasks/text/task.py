@@ -20,6 +20,7 @@ from ...evaluation import metrics as metrics_module
 from ..base import TASKS, Prediction, Task, neural_search_space
 from ...training.batches import length_grouped
 from . import data as text_data
+from . import encoder_choice
 from .codec import TextCodec
 
 HUB_DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
@@ -115,6 +116,8 @@ class TextTask(Task):
     codec = TextCodec
     supported_kinds = ("binary", "multiclass", "multilabel")
     row_label_checks = False  # the label-error check models table columns, not prose
+    input_prefix = ""  # set by fit / load: what precedes each text (e5: "query: ")
+    model_choice = ""  # set by fit / load: which encoder and why (auto rule or model.name)
 
     @classmethod
     def detect(cls, frame, target):
@@ -176,7 +179,13 @@ class TextTask(Task):
         _quiet_transformers()
         torch.manual_seed(self.config.train.seed)
         self.text_columns = self._columns(train)
-        self.model_name = default_model() if self.config.model.name == "auto" else self.config.model.name
+        sample = train.iloc[encoder_choice.sample_positions(len(train))]
+        choice = encoder_choice.choose(self.config.model.name, text_data.join_texts(sample, self.text_columns, " "),
+                                       default_model)
+        self.model_name, self.model_choice = choice.model, choice.reason
+        events.emit(STAGE, name="encoder", detail=choice.reason)
+        # What the encoder was trained to see before a text (e5: "query: "); saved with the run and the export.
+        self.input_prefix = encoder_choice.input_prefix(self.model_name)
         has_validation = validation is not None and len(validation) > 0
         self.separator = self.config.data.label_separator
         seen = list(y_train) + (list(y_validation) if has_validation else [])
@@ -184,7 +193,8 @@ class TextTask(Task):
             if self.kind == "multilabel" else sorted(set(seen))
         if self.kind == "multilabel" and not self.classes:
             raise DataError("multilabel: no labels in the training rows")
-        events.emit(STAGE, name="model", detail=f"{self.model_name} ({len(self.classes)} classes)")
+        prefix_note = f", input prefix {self.input_prefix!r}" if self.input_prefix else ""
+        events.emit(STAGE, name="model", detail=f"{self.model_name} ({len(self.classes)} classes{prefix_note})")
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
         self.pooling = text_model.checkpoint_pooling(self.model_name)
         encoder_settings = _dropout_settings(self.model_name, self.config.train)
@@ -213,8 +223,8 @@ class TextTask(Task):
         checkpoint_dir = self.workdir / "checkpoints" if self.workdir else None
         result = run_loop(trainee, self.config.train, events, checkpoint_dir)
         self.model = strategy.finalize(trainee.model).cpu().eval()
-        return {"model": self.model_name, "strategy": strategy.name, **trainable, "max_length": self.max_length,
-                "pooling": self.pooling,
+        return {"model": self.model_name, "model_choice": self.model_choice, "strategy": strategy.name, **trainable,
+                "max_length": self.max_length, "pooling": self.pooling, "input_prefix": self.input_prefix,
                 **result.summary()}
 
     def _targets(self, y: pd.Series) -> np.ndarray:
@@ -237,7 +247,7 @@ class TextTask(Task):
             empty = [i for i, text in enumerate(texts) if not text.strip()]
             if len(empty) == len(texts):
                 raise DataError(f"every text in {', '.join(map(repr, self.text_columns))} is empty")
-        return texts
+        return text_data.with_prefix(texts, self.input_prefix)
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
@@ -275,7 +285,8 @@ class TextTask(Task):
 
     def describe(self):
         return {**super().describe(), "learner": self.model_name, "strategy": self._strategy_name(),
-                "features": self.text_columns, "classes": self.classes, "max_length": self.max_length}
+                "features": self.text_columns, "classes": self.classes, "max_length": self.max_length,
+                "model_choice": self.model_choice, "input_prefix": self.input_prefix}
 
     # -- export ----------------------------------------------------------------------------
     def export_onnx(self, folder: Path) -> dict[str, Any]:
@@ -289,7 +300,8 @@ class TextTask(Task):
                                "logits", {name: {0: "batch", 1: "tokens"} for name in ("input_ids", "attention_mask")})
         self.tokenizer.save_pretrained(folder / "tokenizer")
         return {"tokenizer": "tokenizer", "text_columns": self.text_columns, "max_length": self.max_length,
-                "separator": self.separator, "threshold": THRESHOLD, "batch_size": PREDICT_BATCH}
+                "separator": self.separator, "threshold": THRESHOLD, "batch_size": PREDICT_BATCH,
+                "input_prefix": self.input_prefix}
 
     @classmethod
     def onnx_feeds(cls, folder: Path, preprocessing: dict[str, Any]):
@@ -299,7 +311,9 @@ class TextTask(Task):
         tokenizer = AutoTokenizer.from_pretrained(Path(folder) / preprocessing["tokenizer"])
 
         def feeds(frame: pd.DataFrame):
-            texts = text_data.join_texts(frame, preprocessing["text_columns"], tokenizer.sep_token or " ")
+            texts = text_data.with_prefix(text_data.join_texts(frame, preprocessing["text_columns"],
+                                                               tokenizer.sep_token or " "),
+                                          preprocessing.get("input_prefix", ""))
             ids = tokenizer(texts, truncation=True, max_length=preprocessing["max_length"])["input_ids"]
             batches = text_data.length_batches(ids, preprocessing.get("batch_size", PREDICT_BATCH),
                                                tokenizer.pad_token_id)
@@ -316,7 +330,7 @@ class TextTask(Task):
         self.tokenizer.save_pretrained(directory / text_model.ENCODER_FOLDER)
         state = {"kind": self.kind, "classes": self.classes, "text_columns": self.text_columns,
                  "max_length": self.max_length, "base_model": self.model_name, "pooling": self.pooling,
-                 "separator": self.separator}
+                 "separator": self.separator, "input_prefix": self.input_prefix, "model_choice": self.model_choice}
         (directory / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
 
     @classmethod
@@ -332,6 +346,8 @@ class TextTask(Task):
         task.classes, task.text_columns = state["classes"], state["text_columns"]
         task.max_length, task.model_name, task.pooling = state["max_length"], state["base_model"], state["pooling"]
         task.separator = state.get("separator", "|")
+        # Runs saved before the prefix existed fed their texts bare.
+        task.input_prefix, task.model_choice = state.get("input_prefix", ""), state.get("model_choice", "")
         task.tokenizer = AutoTokenizer.from_pretrained(directory / text_model.ENCODER_FOLDER)
         task.model = text_model.load(directory, len(task.classes), task.pooling)
         return task
