@@ -148,6 +148,7 @@ def test_english_and_japanese_text_columns_are_both_found():
     frame["review"] = [f"The tour number {i} was {'great fun with a friendly guide' if i % 2 else 'late and dull'}"
                        for i in range(60)]
     assert free_text_columns(frame, {"評価"}) == ["コメント", "review"]
+    assert tasks.detect(frame, "評価") == "text"  # the text task reads both columns, joined
     short = pd.DataFrame({"city": ["東京都新宿区", "大阪市北区", "札幌市中央区"] * 20,
                           "date": ["令和6年12月25日(水)", "令和元年12月25日(水)", "2024年1月5日"] * 20})
     assert free_text_columns(short, set()) == []  # place names and dates are not prose
@@ -212,3 +213,19 @@ def test_an_onnx_export_reads_full_width_cells_as_the_run_does(tmp_path):
     for given in (rows, rows.to_dict("records")):
         values = exported.predict(given).values
         assert values[0] == values[1] and abs(values[0] - native[0]) < 1e-3 * abs(native[0])
+
+
+def test_jsonl_records_keep_line_separator_characters_and_run_files_keep_japanese(tmp_path):
+    """A JSONL record ends at a newline only (U+2028 inside a string is text), and the JSON files of a run
+    are readable UTF-8, not \\u escapes."""
+    import json
+
+    from modeldojo.runs import write_json
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"text": "一行目\u2028二行目", "label": "a"}, ensure_ascii=False) + "\n"
+                    + json.dumps({"text": "次", "label": "b"}, ensure_ascii=False) + "\r\n", encoding="utf-8")
+    frame = read(path)
+    assert frame["text"].tolist() == ["一行目\u2028二行目", "次"]
+    write_json(tmp_path / "metrics.json", {"クラス": "返品"})
+    assert "返品" in (tmp_path / "metrics.json").read_text(encoding="utf-8")

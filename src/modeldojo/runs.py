@@ -90,7 +90,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+    # Japanese names and labels stay readable (plain UTF-8, no \uXXXX escapes).
+    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default, ensure_ascii=False) + "\n")
 
 
 def _json_default(value):

@@ -182,7 +182,8 @@ def _column_table(frame: pd.DataFrame, target: str | None, report: CheckReport) 
                 report.id_columns.append(str(column))
                 report.add("id_like", "warning", f"column {column!r} looks like a row identifier "
                            f"({unique} distinct values in {rows} rows); it is not used as a feature", column)
-            elif not pd.api.types.is_numeric_dtype(values) and unique > HIGH_CARDINALITY:
+            elif not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)) and \
+                    unique > HIGH_CARDINALITY:  # dates are features of their own (year, month, day), not categories
                 notes.append("high-cardinality")
                 report.add("high_cardinality", "warning", f"categorical column {column!r} has {unique} distinct "
                            "values; rare values carry little signal and may overfit", column, unique=unique)

@@ -147,7 +147,8 @@ def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
         frame.attrs["source"] = str(path)
         return frame
     records, lines = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Records end at \n only: str.splitlines would also split inside a JSON string at U+2028/U+2029/NEL.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

@@ -121,8 +121,8 @@ class TextTask(Task):
 
     @classmethod
     def detect(cls, frame, target):
-        found = free_text_columns(frame, {target})
-        return 0.9 if len(found) == 1 else 0.0
+        # Prose in one column or several (an English and a Japanese comment): the text task reads them joined.
+        return 0.9 if free_text_columns(frame, {target}) else 0.0
 
     @classmethod
     def search_space(cls, config, kind):
