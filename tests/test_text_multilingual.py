@@ -326,3 +326,32 @@ def test_real_multilingual_e5_fine_tunes_on_japanese(converted_e5, tmp_path, mon
     assert set(predictions) <= set(TOPICS)
     print(f"1 epoch on {len(frame)} rows: accuracy {result.metrics['accuracy']:.2f}, "
           f"{result.info['train_seconds']} s training")
+
+
+def test_a_japanese_excel_csv_trains_the_text_task_on_the_multilingual_encoder(stand_ins, tmp_path):
+    """The issue's path, through the command line: a cp932 file as Japanese Excel saves it (Japanese column
+    names, full-width numbers, era dates, a free-text column) → the text task on multilingual-e5 (a tiny
+    stand-in here) → predictions.csv with the byte-order mark Excel needs."""
+    import importlib.util
+
+    from modeldojo import cli
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("japanese_inquiries", root / "examples" / "japanese_inquiries.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    data = generator.write(tmp_path / "inquiries.csv", rows=160)
+    fresh = generator.write(tmp_path / "new.csv", rows=12, seed=5, labelled=False)
+    assert data.read_bytes().decode("cp932") and not data.read_bytes().startswith(b"\xef\xbb\xbf")
+    runs = str(tmp_path / "runs")
+    settings = [f"{key}={value}" for key, value in {**FAST, "train.epochs": 2}.items()]
+    assert cli.main(["train", str(data), "--target", "カテゴリ", "--name", "ja", "--runs-dir", runs,
+                     "--no-tracking", "-q", "data.label_error_check=false", *settings]) == 0
+    metrics = json.loads((tmp_path / "runs" / "ja" / "metrics.json").read_text(encoding="utf-8"))
+    assert "multilingual-e5-small" in metrics["fit"]["model_choice"] and stand_ins["asked"] == ["multilingual"]
+    assert json.loads((tmp_path / "runs" / "ja" / "model" / "meta.json").read_text(encoding="utf-8"))["task"] == "text"
+    out = tmp_path / "predictions.csv"
+    assert cli.main(["predict", "ja", "--data", str(fresh), "--out", str(out), "--runs-dir", runs, "-q"]) == 0
+    assert out.read_bytes().startswith(b"\xef\xbb\xbf")
+    predicted = pd.read_csv(out, encoding="utf-8-sig")
+    assert len(predicted) == 12 and set(predicted["prediction"]) <= {"配送", "返品", "支払い", "製品", "アカウント"}
