@@ -215,3 +215,16 @@ def test_unknown_layout_is_a_config_error():
 
     with pytest.raises(ConfigError, match="unknown chat layout 'chatml'"):
         to_conversations(pd.DataFrame({"messages": [[]]}), layout="chatml")
+
+
+def test_japanese_chat_data_gets_the_same_checks_full_width_forms_included():
+    """Japanese pairs: a clean set has no findings; a copy typed with full-width / half-width forms (Excel,
+    IMEs) is a near duplicate (NFKC), an exact copy a duplicate."""
+    clean = [qa(f"注文番号{i}の配送状況を教えてください。", f"注文番号{i}は{i % 5 + 1}日以内に発送します。") for i in range(20)]
+    assert quality_findings(clean, token_counts=[30] * 20, max_length=64) == []
+    data = clean + [qa("注文番号１の配送状況を教えてください。", "注文番号１は２日以内に発送します。"),  # 20: full-width digits
+                    clean[3]]                                                                   # 21: exact copy
+    findings = {finding.code: finding for finding in quality_findings(data)}
+    assert findings["near_duplicates"].details["rows"] == [1, 20]
+    assert findings["duplicate_conversations"].details["rows"] == [3, 21]
+    assert "script_mix" not in findings

