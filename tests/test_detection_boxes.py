@@ -91,7 +91,7 @@ def _painted(height, width, box, value=1.0):
 
 
 def test_horizontal_flip_moves_box_like_the_image():
-    augment = box_ops.build_augmentation((100, 200), flip_probability=1.0, scale_range=None, colour_jitter=0)
+    augment = box_ops.BoxAugmentation((100, 200), flip_probability=1.0, scale_range=None, colour_jitter=0)
     image = _painted(100, 200, (10, 20, 50, 60))
     flipped, flipped_boxes, flipped_classes = augment(image, [torch.tensor([[10.0, 20.0, 50.0, 60.0]])],
                                                       [torch.tensor([3])])
@@ -104,7 +104,7 @@ def test_horizontal_flip_moves_box_like_the_image():
 
 def test_random_crop_keeps_boxes_on_their_objects_and_drops_small_ones():
     torch.manual_seed(0)
-    augment = box_ops.build_augmentation(64, flip_probability=0.5, scale_range=(0.4, 1.0), colour_jitter=0)
+    augment = box_ops.BoxAugmentation(64, flip_probability=0.5, scale_range=(0.4, 1.0), colour_jitter=0)
     for _ in range(5):
         image = _painted(64, 64, (8, 16, 40, 48))
         output, output_boxes, _ = augment(image, [torch.tensor([[8.0, 16.0, 40.0, 48.0]])], [torch.tensor([0])])
@@ -115,7 +115,7 @@ def test_random_crop_keeps_boxes_on_their_objects_and_drops_small_ones():
         x1, y1, x2, y2 = output_boxes[0][0].tolist()
         assert abs(lit[:, 1].min().item() - x1) <= 1.5 and abs(lit[:, 1].max().item() + 1 - x2) <= 1.5
         assert abs(lit[:, 0].min().item() - y1) <= 1.5 and abs(lit[:, 0].max().item() + 1 - y2) <= 1.5
-    identity = box_ops.build_augmentation(32, flip_probability=0, scale_range=None, colour_jitter=0,
+    identity = box_ops.BoxAugmentation(32, flip_probability=0, scale_range=None, colour_jitter=0,
                                           minimum_box_size=5)
     _, kept, kept_classes = identity(torch.rand(1, 3, 32, 32), [torch.tensor([[0.0, 0, 3, 3], [0, 0, 10, 10]])],
                                      [torch.tensor([1, 2])])
@@ -123,7 +123,7 @@ def test_random_crop_keeps_boxes_on_their_objects_and_drops_small_ones():
 
 
 def test_colour_jitter_keeps_boxes_and_handles_images_without_boxes():
-    augment = box_ops.build_augmentation(32, flip_probability=0, scale_range=None, colour_jitter=0.4)
+    augment = box_ops.BoxAugmentation(32, flip_probability=0, scale_range=None, colour_jitter=0.4)
     images, kept, kept_classes = augment(torch.rand(2, 3, 32, 32), [torch.tensor([[1.0, 2, 20, 30]]),
                                                                     torch.zeros(0, 4)],
                                          [torch.tensor([4]), torch.zeros(0, dtype=torch.long)])
@@ -137,7 +137,7 @@ def test_mosaic_keeps_each_box_with_its_class():
     # image i holds one box painted with intensity (i + 1) / 4 and labelled class i
     boxes = [torch.tensor([[8.0, 8.0, 56.0, 56.0]]) for _ in range(3)]
     images = torch.cat([_painted(64, 64, (8, 8, 56, 56), (index + 1) / 4) for index in range(3)])
-    augment = box_ops.build_augmentation(64, flip_probability=0, scale_range=None, colour_jitter=0,
+    augment = box_ops.BoxAugmentation(64, flip_probability=0, scale_range=None, colour_jitter=0,
                                          mosaic_probability=1.0, minimum_box_size=4)
     output, output_boxes, output_classes = augment(images, boxes, [torch.tensor([index]) for index in range(3)])
     assert output.shape == (3, 3, 64, 64)

@@ -116,8 +116,7 @@ def _task_frame(frame: pd.DataFrame, config: Config) -> tuple[type[tasks.Task], 
     and the config with the task's defaults filled in (target, fine-tuning strategy)."""
     task_class = tasks.get(_task_name(frame, config))
     frame = task_class.normalize(frame, config)
-    # Only tables a task reads as they are: a task that rewrites rows into its own form (e.g. JSON) owns those cells.
-    if config.data.normalize_text and task_class.normalize.__func__ is tasks.Task.normalize.__func__:
+    if config.data.normalize_text and not task_class.rewrites_rows():
         frame = cells.normalize_table(frame, skip=set(config.data.text_columns) | set(config.data.drop_columns))
     defaults = {}
     if not config.data.target and task_class.default_target:

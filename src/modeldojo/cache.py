@@ -3,6 +3,7 @@ packaged file, keyed by its SHA-256, and written so that an interrupted build le
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -43,3 +44,13 @@ def build_once(folder: Path, marker: str, marker_text: str, write) -> Path:
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return folder
+
+
+def packaged_file(package: str, name: str) -> Path | None:
+    """File `name` inside an installed package's folder, located without importing the package (some packaged
+    models' `__init__` imports libraries we never install), or None when either is missing."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / name
+    return path if path.is_file() else None

@@ -89,6 +89,12 @@ class Task(ABC):
         return frame
 
     @classmethod
+    def rewrites_rows(cls) -> bool:
+        """True when `normalize` turns rows into the task's own form (chat: JSON conversations); such a task owns
+        its cells, so the shared cell normalisation (data/normalize.py) leaves them alone."""
+        return cls.normalize.__func__ is not Task.normalize.__func__
+
+    @classmethod
     def check_data(cls, frame: pd.DataFrame, config: Config, label_errors: bool):
         """The data-quality report (data/checks.py's CheckReport; its `kind` is the prediction kind)."""
         from ..data import checks

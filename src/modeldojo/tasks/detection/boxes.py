@@ -265,7 +265,7 @@ class BoxAugmentation:
 
     def __init__(
         self,
-        output_size: tuple[int, int],
+        output_size: int | tuple[int, int],
         flip_probability: float = 0.5,
         scale_range: tuple[float, float] | None = (0.5, 1.0),
         colour_jitter: float = 0.2,
@@ -274,7 +274,9 @@ class BoxAugmentation:
     ) -> None:
         import kornia.augmentation as augmentation
 
-        self.output_size = tuple(output_size)
+        # An int is a square; ``scale_range`` is the crop's area fraction (None: no scale-cropping); flip, colour
+        # and mosaic are off at probability or strength 0.
+        self.output_size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
         self.minimum_box_size = minimum_box_size
         stages = []
         if colour_jitter > 0:
@@ -346,20 +348,3 @@ class BoxAugmentation:
         kept_boxes = [moved_boxes[index][keep[index]] for index in range(keep.shape[0])]
         kept_class_ids = [padded_class_ids[index][keep[index]] for index in range(keep.shape[0])]
         return output_images.clamp(0, 1), kept_boxes, kept_class_ids
-
-
-def build_augmentation(
-    output_size: int | tuple[int, int],
-    flip_probability: float = 0.5,
-    scale_range: tuple[float, float] | None = (0.5, 1.0),
-    colour_jitter: float = 0.2,
-    mosaic_probability: float = 0.0,
-    minimum_box_size: float = 2.0,
-) -> BoxAugmentation:
-    """Build the training augmentation for detection (see ``BoxAugmentation``).
-
-    ``scale_range`` is the crop's area fraction for ``RandomResizedCrop``; None turns scale-cropping off.
-    Each of flip / colour / mosaic is off at probability or strength 0.
-    """
-    size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-    return BoxAugmentation(size, flip_probability, scale_range, colour_jitter, mosaic_probability, minimum_box_size)

