@@ -16,7 +16,7 @@ from . import events as ev
 from . import runs as runs_module
 from . import tasks
 from .config import Config
-from .data import balance, checks as checks_module, normalize as cells, readers, splits
+from .data import balance, checks as checks_module, normalize as cells, splits
 from .data.target import require_column
 from .environment import describe as describe_environment
 from .errors import ConfigError, DataError, NotFoundError
@@ -87,7 +87,7 @@ def resolve_config(data=None, target=None, config: Config | str | Path | None = 
 
 def _read(source, config: Config, prefer: str | None = None) -> pd.DataFrame:
     data = config.data
-    return readers.read(source, format=data.format, delimiter=data.delimiter, encoding=data.encoding, prefer=prefer)
+    return tasks.read(source, format=data.format, delimiter=data.delimiter, encoding=data.encoding, prefer=prefer)
 
 
 def reading_encoding(reference: str | Path, runs_dir: str | Path = "runs") -> tuple[str, str | None]:

@@ -31,7 +31,7 @@ def _reading_overrides(args) -> dict:
 
 def _read_for_run(args, out, path):
     """A data file for a run's predict/evaluate/export: --encoding if given, else the run's (api.reading_encoding)."""
-    from .data.readers import read
+    from .tasks import read
 
     encoding, prefer = (args.encoding, None) if args.encoding else api.reading_encoding(args.run, _runs_dir(args))
     frame = read(path, delimiter=args.delimiter, encoding=encoding, prefer=prefer)

@@ -39,7 +39,9 @@ class DataConfig(Group):
                                              "arrays; null = the one found in the data.")
     augment: Literal["none", "light", "strong"] = setting(
         "light", "Image task: training augmentation. light = random resized crop (70-100%), small colour jitter, "
-                 "horizontal flip; strong = wider crops, RandAugment (2 ops) and random erasing.")
+                 "horizontal flip; strong = wider crops, RandAugment (2 ops) and random erasing. Detection: light = "
+                 "flip, scale-crop (50-100% of the area) and colour jitter; strong = the same plus mosaic (half "
+                 "of the batches).")
     horizontal_flip: bool = setting(True, "Image task: allow horizontal flips in augmentation (off for digits, text).")
     skip_bad_images: bool = setting(False, "Image task: leave out unreadable / missing image files (listed as "
                                            "warnings) instead of stopping before training.")
@@ -74,10 +76,11 @@ class DataConfig(Group):
 class TaskConfig(Group):
     section = "task"
     name: str = setting("auto", "Registered task name (tabular, …); auto = chosen from the data.")
-    kind: Literal["auto", "regression", "binary", "multiclass", "multilabel", "generation"] = setting(
+    kind: Literal["auto", "regression", "binary", "multiclass", "multilabel", "generation",
+                  "detection"] = setting(
         "auto", "Prediction kind; auto = inferred from the target column (multilabel when its cells are lists, "
                 "e.g. JSON arrays; set multilabel for delimited strings, see data.label_separator); generation = "
-                "the chat task's answers.")
+                "the chat task's answers; detection = boxes with classes.")
 
 
 @dataclass
@@ -90,7 +93,9 @@ class ModelConfig(Group):
     target_transform: Literal["auto", "none", "log"] = setting(
         "auto", "Regression: fit on log(1+y) and invert; auto = when the target is positive and right-skewed.")
     image_size: int = setting(0, "Image: input resolution (square); 0 = the backbone's own, lowered for small "
-                                 "images to three times their median side, rounded up to 32 (at least 96).", minimum=0)
+                                 "images to three times their median side, rounded up to 32 (at least 96). Detection: the letterbox "
+                                 "side; 0 = the median longer image side rounded up to 32, between 160 and 640.",
+                             minimum=0)
     max_length: int = setting(0, "Text: maximum tokens per example; 0 = the 95th percentile of the training "
                                  "texts' token lengths (reported), capped by the model.", minimum=0)
 
@@ -108,6 +113,8 @@ class TrainConfig(Group):
     # -- neural tasks (text, image, LLM): one shared training loop ----------------------
     epochs: int = setting(3, "Neural: passes over the training data.", minimum=1)
     max_steps: int = setting(0, "Neural: stop after this many optimizer steps; 0 = no limit.", minimum=0)
+    time_limit: float = setting(0, "Neural: stop after this many seconds of training (checked after each step; the "
+                                "weights then are evaluated and the best kept); 0 = no limit.", minimum=0)
     batch_size: int = setting(16, "Neural: examples per optimizer step (before gradient accumulation).", minimum=1)
     gradient_accumulation: int = setting(1, "Neural: micro-batches summed per optimizer step.", minimum=1)
     learning_rate: float = setting(5e-5, "Neural: peak learning rate.", minimum=0.0)
@@ -181,6 +188,11 @@ class EvaluateConfig(Group):
     baselines: bool = setting(True, "Chat: compare the fine-tuned model on the test questions with the base model "
                                     "prompted, few-shot and retrieval-augmented (the report's side-by-side table).")
     baseline_examples: int = setting(3, "Chat: training pairs in the few-shot and retrieval prompts.", minimum=1)
+    confidence_threshold: float = setting(0.25, "Detection: boxes scoring at least this are predicted (`dojo "
+                                          "predict`, serving) and count in precision / recall; mAP uses every box.",
+                                          minimum=0.0, maximum=1.0)
+    nms_iou: float = setting(0.6, "Detection: boxes of one class overlapping a better one by more than this IoU "
+                             "are dropped (non-maximum suppression).", minimum=0.0, maximum=1.0)
     baseline_questions: int = setting(0, "Chat: test questions the side-by-side comparison uses; 0 = all.",
                                       minimum=0)
 

@@ -91,7 +91,7 @@ class Model:
 
     def predict_frame(self, data) -> Prediction:
         """Full prediction: values, class probabilities and notes (e.g. unseen categories per column)."""
-        frame = data if isinstance(data, pd.DataFrame) and "source" in data.attrs else readers.read(data)
+        frame = data if isinstance(data, pd.DataFrame) and "source" in data.attrs else tasks.read(data)
         frame = self._normalize(frame)
         readers.require_columns(readers.source_name(frame), frame.columns, self.features)
         return self._fitted().predict(frame[self.features])
@@ -116,7 +116,7 @@ class Model:
         return pd.DataFrame(prediction.probabilities, columns=prediction.classes)
 
     def evaluate(self, data) -> dict[str, Any]:
-        frame = self._normalize(readers.read(data))
+        frame = self._normalize(tasks.read(data))
         require_column(frame, self.target, "target")
         separator = self.meta.get("config", {}).get("data", {}).get("label_separator", "|")
         task = type(self._fitted())

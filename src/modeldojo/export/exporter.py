@@ -35,7 +35,7 @@ def export(reference: str | Path, *, format: str | None = None, quantize: str | 
     if format not in task.export_formats:
         raise ConfigError(f"--format {format!r}: a {model.meta['task']} model exports as "
                           f"{', '.join(task.export_formats)}")
-    if format != "onnx":  # the task's own format (and its own quantizations and parity check)
+    if format != "onnx" or not task.onnx_shared_parity:  # the task's own format, quantizations and parity check
         return _export_other(run, model, config, task, format, quantize, out, data, force)
     if quantize not in QUANTIZE:
         raise ConfigError(f"--quantize {quantize!r}: int8 or fp16 (or leave it out for fp32)")
@@ -93,7 +93,8 @@ def _export_other(run: Run, model: Model, config: Config, task, format: str, qua
         frame, y = _parity_rows(run, model, config, data)
         details, report = task.export_format(partial, format, quantize, frame, y)
         manifest = {"format": format, "quantize": quantize, "task": model.meta["task"], "kind": model.kind,
-                    "target": model.target, "classes": None, "inputs": task.input_columns,
+                    "target": model.target, "classes": getattr(task, "classes", None),
+                    "inputs": task.input_columns,
                     "preprocessing": details, "config": model.meta.get("config", {}),
                     "normalization": model.meta.get("normalization"),
                     "source_run": str(run.directory.resolve()), "modeldojo": __version__,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 
 from .base import TASKS, Prediction, Task  # noqa: F401
 
@@ -25,6 +26,22 @@ def load_all() -> None:
 def get(name: str) -> type[Task]:
     load_all()
     return TASKS.get(name)
+
+
+def read(source, **options):
+    """Rows from a path or DataFrame: a layout a task reads itself (tasks' `read_source`), else the shared readers
+    (data/readers.py, `options` are theirs: format, delimiter, encoding, prefer)."""
+    import pandas as pd
+
+    from ..data import readers
+
+    if not isinstance(source, pd.DataFrame) and source is not None:
+        load_all()
+        for name in TASKS:
+            frame = TASKS.get(name).read_source(Path(source))
+            if frame is not None:
+                return frame
+    return readers.read(source, **options)
 
 
 def detect(frame, target) -> str:

@@ -62,6 +62,9 @@ class Task(ABC):
     # `dojo export --format` choices; the first is the default. "onnx" goes through export_onnx and the shared
     # parity check; any other format through export_format().
     export_formats: ClassVar[tuple[str, ...]] = ("onnx",)
+    # False: the task's ONNX export has its own parity check (detection compares boxes, not probabilities), so
+    # "onnx" goes through export_format() as the task's other formats do.
+    onnx_shared_parity: ClassVar[bool] = True
 
     def __init__(self, config: Config, kind: str, target: str) -> None:
         self.config, self.kind, self.target = config, kind, target
@@ -80,6 +83,12 @@ class Task(ABC):
     def example(cls, kind: str, seed: int = 0) -> tuple[pd.DataFrame, str, dict[str, Any]]:
         """A small synthetic dataset, its target column and config overrides (e.g. a tiny model)
         that make it train in seconds: used by the task contract test."""
+
+    @classmethod
+    def read_source(cls, path: Path) -> pd.DataFrame | None:
+        """The rows of a data layout only this task reads (a detection dataset: a YOLO folder, a COCO json), or
+        None: the shared readers (data/readers.py) then read the path. Must be cheap when it says None."""
+        return None
 
     # -- the task's data policy: api.py calls these; the defaults are the table's "features → label" -----
     @classmethod

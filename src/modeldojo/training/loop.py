@@ -48,6 +48,7 @@ class LoopResult:
     train_seconds: float = 0.0
     resumed_from: int | None = None
     micro_batches_per_step: int = 1
+    out_of_time: bool = False  # train.time_limit ended training
 
     @property
     def examples_per_second(self) -> float:
@@ -58,6 +59,7 @@ class LoopResult:
         return {"steps": self.steps, "epochs_completed": self.epochs_completed, "best_step": self.best_step,
                 "stopped_early": self.stopped_early, "examples_per_second": round(self.examples_per_second, 2),
                 "train_seconds": round(self.train_seconds, 2), "resumed_from_step": self.resumed_from,
+                "stopped_by_time_limit": self.out_of_time,
                 "history": self.history}
 
 
@@ -185,13 +187,21 @@ def _fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir
                      info=f"epoch {state['epoch'] + 1}/{config.epochs} · loss {loss_value:.4f} · "
                           f"{result.examples_per_second:.1f} examples/s" + _best_text(state, monitor))
             end_of_epoch = state["position"] == len(batches)
-            if (config.eval_every and state["step"] % config.eval_every == 0) or \
-                    (not config.eval_every and end_of_epoch) or state["step"] == total:
+            evaluated = (config.eval_every and state["step"] % config.eval_every == 0) or \
+                (not config.eval_every and end_of_epoch) or state["step"] == total
+            if evaluated:
                 run_evaluation()
+            out_of_time = bool(config.time_limit) and time.perf_counter() - started >= config.time_limit
+            if out_of_time and not evaluated:
+                run_evaluation()  # the time limit ends training: the weights it ends with are scored first
+            if out_of_time:
+                state["stopped_early"] = result.out_of_time = True
+                bus.emit(ev.STAGE, name="time limit", detail=f"train.time_limit {config.time_limit:g} s reached at "
+                         f"step {state['step']} of {total}")
             if end_of_epoch:
                 state["epoch"] += 1
                 state["position"] = 0
-            if (config.checkpoint_every and state["step"] % config.checkpoint_every == 0) or \
+            if out_of_time or (config.checkpoint_every and state["step"] % config.checkpoint_every == 0) or \
                     (not config.checkpoint_every and end_of_epoch):
                 save_checkpoint()
             if end_of_epoch:

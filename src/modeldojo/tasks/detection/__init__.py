@@ -1,6 +1,6 @@
-"""Object detection: boxes around objects in images, read from YOLO, COCO or Pascal VOC layouts.
+"""Object detection: boxes around objects in images, read from YOLO, COCO or Pascal VOC layouts (task.py).
 
-Groundwork only: `formats` (read / write the three layouts) and `box_checks` (label checks before any
-compute). This package imports nothing on purpose: `modeldojo.tasks.load_all()` imports every task package,
-and listing tasks must never load torch; the task registers itself once it is wired up.
+Importing this package registers the task and loads no torch (`modeldojo.tasks.load_all()` imports every task
+package, and listing tasks must stay light): torch-using modules are imported inside the methods that need them.
 """
+from . import task  # noqa: F401

@@ -203,8 +203,27 @@ class Detector(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
+    # The new, randomly initialised parts: finetune.strategy head trains only these, lora trains them fully.
+    head_names = ["pyramid", "head"]
+
     def forward(self, pixels: torch.Tensor) -> list[LevelOutput]:
         return self.head(self.pyramid(self.backbone((pixels - self.mean) / self.std)))
+
+    def stem_modules(self) -> list[nn.Module]:
+        """The first convolution + norm (finetune.strategy freeze keeps them with the first blocks)."""
+        stem = getattr(self.backbone, "stem", None)
+        return [stem] if stem is not None else []
+
+    def train(self, mode: bool = True) -> "Detector":
+        """Batch-norm layers whose weights are frozen stay in eval mode: their running statistics stay the
+        pretrained ones instead of drifting to a few small CPU batches."""
+        super().train(mode)
+        if mode:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and \
+                        not any(parameter.requires_grad for parameter in module.parameters()):
+                    module.eval()
+        return self
 
     def decode(self, outputs: list[LevelOutput], image_size: int | tuple[int, int], score_threshold: float = 0.05,
                iou_threshold: float = 0.6, max_detections: int = 100) -> list[Detections]:

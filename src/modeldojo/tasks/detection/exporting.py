@@ -1,0 +1,141 @@
+"""`dojo export` for detection: model.onnx with NMS inside the graph (onnx_export.py), the letterbox parameters
+in the manifest, and a parity check on every held-out image before the export is accepted.
+
+Parity compares the run's model (torch) with the export (ONNX Runtime) after NMS and after mapping the boxes back
+to each image's own pixels, the way users receive them: per image the same number of detections and the same
+classes, each box within 0.5 px and each score within 1e-4 of its match, and — when the images have labels —
+mAP50-95 equal within 0.001. Both sides letterbox with the same PIL code (frames.py), so the check isolates
+the network and the NMS.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..base import Prediction
+from . import frames
+
+MODEL_FILE = "model.onnx"
+BOX_TOLERANCE, SCORE_TOLERANCE, MAP_TOLERANCE = 0.5, 1e-4, 1e-3
+PREDICT_BATCH = 16
+
+
+@dataclass
+class DetectionParity:
+    rows: int  # images compared
+    detections: int  # boxes compared (torch side)
+    max_box_diff: float  # px, in the original images
+    max_score_diff: float
+    map_original: float | None
+    map_exported: float | None
+    passed: bool
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def explain(self) -> str:
+        text = (f"(onnx with NMS) on {self.rows} held-out images, {self.detections} detections: largest box "
+                f"difference {self.max_box_diff:.2e} px (allowed {BOX_TOLERANCE}), largest score difference "
+                f"{self.max_score_diff:.2e} (allowed {SCORE_TOLERANCE:g})")
+        if self.map_original is not None:
+            text += f", mAP50-95 {self.map_original:.4f} → {self.map_exported:.4f}"
+        return text + ("; " + "; ".join(self.problems[:5]) if self.problems else "")
+
+
+def export(task, folder: Path, frame: pd.DataFrame, y: pd.Series):
+    """Write model.onnx into `folder`; return (manifest details, DetectionParity) measured on `frame`."""
+    from .onnx_export import INPUT_NAME, OUTPUT_NAMES, export_detector
+    from .trainee import MAX_DETECTIONS, MIN_SCORE
+
+    evaluate = task.config.evaluate
+    export_detector(task.model.float().eval().cpu(), folder / MODEL_FILE, task.image_size, score_threshold=MIN_SCORE,
+                    iou_threshold=evaluate.nms_iou, max_detections=MAX_DETECTIONS)
+    details = {"image_column": frames.IMAGE, "image_size": task.image_size, "classes": list(task.classes),
+               "letterbox": {"size": task.image_size, "pad_value": frames.PAD_VALUE, "resize": "PIL bilinear",
+                             "placement": "centred", "input": f"{INPUT_NAME}: N×3×{task.image_size}×"
+                             f"{task.image_size} RGB float in [0, 1]"},
+               "outputs": list(OUTPUT_NAMES), "box_format": "xyxy pixels, exclusive edges",
+               "score_threshold_in_graph": MIN_SCORE, "confidence_threshold": evaluate.confidence_threshold,
+               "nms_iou": evaluate.nms_iou, "max_detections": MAX_DETECTIONS}
+    expected = task.predict(frame)
+    actual = runtime(folder, {"preprocessing": details}, threads=0)(frame)
+    return details, compare(expected, actual, list(y), task.classes)
+
+
+def compare(expected: Prediction, actual: Prediction, truth: list, classes: list[str]) -> DetectionParity:
+    problems, worst_box, worst_score, count = [], 0.0, 0.0, 0
+    for image, (mine, theirs) in enumerate(zip(expected.notes["detections"], actual.notes["detections"])):
+        count += len(mine["scores"])
+        if len(mine["scores"]) != len(theirs["scores"]):
+            problems.append(f"image {image}: torch {len(mine['scores'])} detections, onnx {len(theirs['scores'])}")
+            continue
+        unmatched = list(range(len(theirs["scores"])))
+        for box, score, class_id in zip(mine["boxes"], mine["scores"], mine["class_ids"]):
+            same = [index for index in unmatched if theirs["class_ids"][index] == class_id]
+            if not same:
+                problems.append(f"image {image}: no onnx detection of class {classes[int(class_id)]!r} left to match")
+                break
+            differences = [float(np.abs(theirs["boxes"][index] - box).max()) for index in same]
+            best = same[int(np.argmin(differences))]
+            unmatched.remove(best)
+            worst_box = max(worst_box, min(differences))
+            worst_score = max(worst_score, abs(float(theirs["scores"][best]) - float(score)))
+    if worst_box > BOX_TOLERANCE:
+        problems.append(f"box difference {worst_box:.3g} px > {BOX_TOLERANCE}")
+    if worst_score > SCORE_TOLERANCE:
+        problems.append(f"score difference {worst_score:.3g} > {SCORE_TOLERANCE:g}")
+    map_original = map_exported = None
+    if truth and all(cell is not None for cell in truth):
+        from .evaluation import score
+
+        map_original, map_exported = score(truth, expected)["mAP50-95"], score(truth, actual)["mAP50-95"]
+        if abs(map_original - map_exported) > MAP_TOLERANCE:
+            problems.append(f"mAP50-95 {map_original:.4f} vs {map_exported:.4f}")
+    return DetectionParity(len(expected.values), count, worst_box, worst_score, map_original, map_exported,
+                           not problems, problems)
+
+
+def runtime(folder: Path, manifest: dict[str, Any], threads: int = 0):
+    """predict(frame or records) → Prediction from model.onnx (ONNX Runtime, PIL, numpy: no torch)."""
+    from ...data.images import base_folder, describe_cell, open_image
+    from ...errors import DataError
+    from ...export import onnx_format
+    from .onnx_export import INPUT_NAME, OUTPUT_NAMES
+
+    details = manifest["preprocessing"]
+    session = onnx_format.session(Path(folder) / MODEL_FILE, threads)
+    size, classes, threshold = details["image_size"], details["classes"], details["confidence_threshold"]
+    column = details["image_column"]
+
+    def predict(rows) -> Prediction:
+        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(list(rows), columns=[column])
+        if column not in frame.columns:
+            raise DataError(f"missing image column {column!r}")
+        cells, base = frame[column].tolist(), base_folder(frame)
+        values, raw = [], []
+        for start in range(0, len(cells), PREDICT_BATCH):
+            batch, geometries = [], []
+            for cell in cells[start:start + PREDICT_BATCH]:
+                try:
+                    pixels, geometry = frames.letterboxed(open_image(cell, base), size)
+                except Exception as error:
+                    raise DataError(f"{describe_cell(cell, base)}: cannot read the image ({error})") from None
+                batch.append(pixels)
+                geometries.append(geometry)
+            images = np.ascontiguousarray(np.stack(batch).transpose(0, 3, 1, 2), dtype=np.float32) / 255
+            boxes, scores, class_ids, batch_index = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+            for image, geometry in enumerate(geometries):
+                mine = batch_index == image
+                mapped = frames.from_letterbox(boxes[mine], geometry)
+                raw.append({"boxes": mapped, "scores": scores[mine].astype(np.float64), "class_ids": class_ids[mine],
+                            "width": geometry.original_width, "height": geometry.original_height})
+                values.append(frames.detections_json(mapped, scores[mine], class_ids[mine], classes, threshold))
+        return Prediction(np.array(values, dtype=object), classes=list(classes),
+                          notes={"detections": raw, "confidence_threshold": threshold})
+
+    return predict
