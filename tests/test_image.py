@@ -81,7 +81,10 @@ def test_empty_class_folder_and_folder_without_classes(tmp_path):
     flat = tmp_path / "flat"
     flat.mkdir()
     (flat / "a.png").write_bytes(b"")
-    with pytest.raises(DataError, match="folder without class sub-folders"):
+    with pytest.raises(DataError, match="target column 'label' not found"):  # images to predict on: no labels
+        dojo.train(str(flat), target="label", runs_dir=str(tmp_path / "runs"), tracking=False)
+    (flat / "a.png").unlink()
+    with pytest.raises(DataError, match="folder without class sub-folders or images"):
         dojo.train(str(flat), target="label", runs_dir=str(tmp_path / "runs"), tracking=False)
 
 

@@ -79,10 +79,7 @@ def resolve_config(data=None, target=None, config: Config | str | Path | None = 
         if value is not None:
             pairs[SHORTCUTS[key]] = value
     config = config.with_overrides(pairs)
-    config = config.with_overrides(overrides) if overrides else config
-    if not config.data.target and config.data.path and Path(config.data.path).is_dir():
-        config = config.with_overrides({"data.target": "label"})  # class folders: the folder names are the labels
-    return config
+    return config.with_overrides(overrides) if overrides else config
 
 
 def _read(source, config: Config, prefer: str | None = None) -> pd.DataFrame:
@@ -119,10 +116,15 @@ def _task_frame(frame: pd.DataFrame, config: Config) -> tuple[type[tasks.Task], 
     if config.data.normalize_text and not task_class.rewrites_rows():
         frame = cells.normalize_table(frame, skip=set(config.data.text_columns) | set(config.data.drop_columns))
     defaults = {}
-    if not config.data.target and task_class.default_target:
-        defaults["data.target"] = task_class.default_target
+    if not config.data.target and (task_class.default_target or frame.attrs.get("default_target")):
+        defaults["data.target"] = task_class.default_target or frame.attrs["default_target"]
     if config.finetune.strategy == "auto":
         defaults["finetune.strategy"] = task_class.default_strategy
+    project, current = Config().to_dict(), config.to_dict()
+    for key, value in task_class.setting_defaults.items():  # where the project default is still in place
+        section, name = key.split(".")
+        if current[section][name] == project[section][name]:
+            defaults[key] = value
     return task_class, frame, config.with_overrides(defaults) if defaults else config
 
 

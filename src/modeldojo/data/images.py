@@ -40,6 +40,17 @@ def read_folder(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: no images found in its sub-folders (expected {path}/<class>/<image>)")
     frame = pd.DataFrame(rows)
     frame.attrs["source"] = str(path)
+    frame.attrs["default_target"] = LABEL_COLUMN  # class folders: the folder names are the labels
+    return frame
+
+
+def read_images(path: Path) -> pd.DataFrame | None:
+    """A folder holding image files itself → rows with their paths (relative to it, sorted); None if it has none."""
+    files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        return None
+    frame = pd.DataFrame({IMAGE_COLUMN: [f.name for f in files]})
+    frame.attrs["source"] = str(path)
     return frame
 
 

@@ -37,12 +37,17 @@ def read(source, *, format: str = "auto", delimiter: str | None = None, encoding
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if path.is_dir():
-        from .images import is_image_folder, read_folder
+        from .images import is_image_folder, read_folder, read_images
 
         if is_image_folder(path):
             return read_folder(path)
-        raise DataError(f"{path}: is a folder without class sub-folders; data must be one CSV/TSV/JSONL/Parquet "
-                        "file, or a folder of images per class (photos/cat/*.jpg, photos/dog/*.jpg)")
+        frame = read_images(path)  # images to predict on (no labels)
+        if frame is not None:
+            return frame
+        raise DataError(f"{path}: is a folder without class sub-folders or images; data must be one "
+                        "CSV/TSV/JSONL/Parquet file, a folder of images per class (photos/cat/*.jpg, "
+                        "photos/dog/*.jpg), a folder of images to predict on, or a detection dataset (a YOLO folder "
+                        "with data.yaml, a COCO json, Pascal VOC xml)")
     kind = format if format != "auto" else SUFFIX_FORMATS.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{path}: unknown file type {path.suffix!r}; expected one of "

@@ -59,6 +59,9 @@ class Task(ABC):
     default_strategy: ClassVar[str] = "full"
     # The target column when data.target is left empty (a task whose rows carry their own answer).
     default_target: ClassVar[str | None] = None
+    # Settings this task starts from where the config leaves the project-wide default in place (e.g. a detector's
+    # new head needs a far higher learning rate than fine-tuning a text encoder): {"group.key": value}.
+    setting_defaults: ClassVar[dict[str, Any]] = {}
     # `dojo export --format` choices; the first is the default. "onnx" goes through export_onnx and the shared
     # parity check; any other format through export_format().
     export_formats: ClassVar[tuple[str, ...]] = ("onnx",)

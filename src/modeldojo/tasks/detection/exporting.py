@@ -49,12 +49,12 @@ class DetectionParity:
 
 def export(task, folder: Path, frame: pd.DataFrame, y: pd.Series):
     """Write model.onnx into `folder`; return (manifest details, DetectionParity) measured on `frame`."""
-    from .onnx_export import INPUT_NAME, OUTPUT_NAMES, export_detector
+    from .onnx_export import INPUT_NAME, OUTPUT_NAMES
     from .trainee import MAX_DETECTIONS, MIN_SCORE
 
     evaluate = task.config.evaluate
-    export_detector(task.model.float().eval().cpu(), folder / MODEL_FILE, task.image_size, score_threshold=MIN_SCORE,
-                    iou_threshold=evaluate.nms_iou, max_detections=MAX_DETECTIONS)
+    task.model.float().eval().cpu().export_onnx(folder / MODEL_FILE, task.image_size, score_threshold=MIN_SCORE,
+                                                iou_threshold=evaluate.nms_iou, max_detections=MAX_DETECTIONS)
     details = {"image_column": frames.IMAGE, "image_size": task.image_size, "classes": list(task.classes),
                "letterbox": {"size": task.image_size, "pad_value": frames.PAD_VALUE, "resize": "PIL bilinear",
                              "placement": "centred", "input": f"{INPUT_NAME}: N×3×{task.image_size}×"

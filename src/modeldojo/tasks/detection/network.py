@@ -209,6 +209,26 @@ class Detector(nn.Module):
     def forward(self, pixels: torch.Tensor) -> list[LevelOutput]:
         return self.head(self.pyramid(self.backbone((pixels - self.mean) / self.std)))
 
+    def compute_loss(self, pixels: torch.Tensor, boxes_list: list[torch.Tensor],
+                     classes_list: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The training loss (every detector family answers this; RT-DETR's needs the labels in its forward)."""
+        from .loss import DetectionLoss
+
+        outputs = [LevelOutput(*(part.float() for part in level)) for level in self(pixels)]  # bf16 → fp32 loss
+        return DetectionLoss(self.num_classes)(outputs, boxes_list, classes_list)
+
+    def detect(self, pixels: torch.Tensor, image_size: int | tuple[int, int], score_threshold: float = 0.05,
+               iou_threshold: float = 0.6, max_detections: int = 100) -> list[Detections]:
+        outputs = [LevelOutput(*(part.float() for part in level)) for level in self(pixels)]
+        return self.decode(outputs, image_size, score_threshold, iou_threshold, max_detections)
+
+    def export_onnx(self, path, image_size: int, score_threshold: float, iou_threshold: float,
+                    max_detections: int):
+        from .onnx_export import export_detector
+
+        return export_detector(self, path, image_size, score_threshold=score_threshold,
+                               iou_threshold=iou_threshold, max_detections=max_detections)
+
     def stem_modules(self) -> list[nn.Module]:
         """The first convolution + norm (finetune.strategy freeze keeps them with the first blocks)."""
         stem = getattr(self.backbone, "stem", None)

@@ -64,6 +64,9 @@ def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
 class HuggingFaceDetector(nn.Module):
     """An ``AutoModelForObjectDetection`` taking letterboxed pixels in [0, 1]; see the module docstring."""
 
+    uses_nms = False  # set prediction: one query per object, top-k without NMS
+
+
     def __init__(self, net: nn.Module, image_size: int | tuple[int, int], head_names: list[str] | None = None,
                  mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> None:
         super().__init__()
@@ -77,6 +80,9 @@ class HuggingFaceDetector(nn.Module):
         self.normalisation = None if mean is None else (tuple(mean), tuple(std))
         self.register_buffer("mean", torch.tensor(mean or (0.0, 0.0, 0.0)).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std or (1.0, 1.0, 1.0)).view(1, 3, 1, 1), persistent=False)
+
+    def export_onnx(self, path, image_size, score_threshold: float, iou_threshold: float, max_detections: int):
+        return export_onnx(self, path, image_size, score_threshold=score_threshold, max_detections=max_detections)
 
     def stem_modules(self) -> list[nn.Module]:
         return [module for name, module in self.named_modules() if name.endswith(STEM_SUFFIXES)][:1]
@@ -112,7 +118,8 @@ class HuggingFaceDetector(nn.Module):
         return select_detections(boxes, scores, score_threshold, max_detections)
 
 
-def dense_predictions(outputs, image_size: int | tuple[int, int], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def dense_predictions(outputs, image_size: int | tuple[int, int],
+                      num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """All queries' boxes (N, Q, 4) exclusive xyxy pixels, clipped, and per-class scores (N, Q, C) in [0, 1].
 
     Fixed shapes only: this is the part an ONNX export traces.
@@ -204,7 +211,8 @@ def tiny(class_names: list[str], image_size: int | tuple[int, int] = 64) -> Hugg
                           decoder_in_channels=[16, 16, 16], decoder_ffn_dim=32, decoder_layers=1,
                           decoder_attention_heads=2, decoder_n_points=2, num_queries=10, num_denoising=10,
                           **_label_maps(class_names))
-    return HuggingFaceDetector(AutoModelForObjectDetection.from_config(config), image_size)
+    net = AutoModelForObjectDetection.from_config(config)
+    return HuggingFaceDetector(net, image_size)
 
 
 def save(model: HuggingFaceDetector, folder: str | Path) -> Path:
@@ -264,8 +272,8 @@ def _append_top_k(graph, dense_boxes: str, dense_scores: str, num_queries: int, 
     # Integer Div truncates, which is floor division for these non-negative indices.
     query_indices = node("Div", ["post_top_indices", constant("num_classes", num_classes, numpy.int64)], "queries")
     class_ids = node("Mod", ["post_top_indices", constant("modulus", num_classes, numpy.int64)], "classes")
-    top_boxes = node("GatherND", [dense_boxes, node("Unsqueeze", [query_indices, constant("axis_two", [2], numpy.int64)],
-                                                    "queries_3d")], "top_boxes", batch_dims=1)
+    queries_3d = node("Unsqueeze", [query_indices, constant("axis_two", [2], numpy.int64)], "queries_3d")
+    top_boxes = node("GatherND", [dense_boxes, queries_3d], "top_boxes", batch_dims=1)  # (B, k, 4)
     batch_size = node("Gather", [node("Shape", [dense_scores], "dense_shape"), constant("zero", 0, numpy.int64)],
                       "batch_size")
     image_range = node("Range", [constant("range_start", 0, numpy.int64), batch_size,

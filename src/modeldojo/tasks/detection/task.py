@@ -34,6 +34,10 @@ class DetectionTask(Task):
     supported_kinds = ("detection",)
     row_label_checks = False
     default_target = BOXES
+    # A new pyramid and head train from scratch on a pretrained backbone: a high learning rate with warmup and
+    # cosine decay, and more epochs than fine-tuning a classifier (bench/detection.py measured these).
+    setting_defaults = {"train.learning_rate": 2e-3, "train.epochs": 30, "train.schedule": "cosine",
+                        "train.warmup": 0.1}
     onnx_shared_parity = False  # parity compares boxes, classes and scores per image, and mAP (exporting.py)
 
     def __init__(self, config, kind, target) -> None:
@@ -124,6 +128,10 @@ class DetectionTask(Task):
         from . import detectors
         from .trainee import DetectionTrainee, box_arrays
 
+        from ...runs import world_size
+
+        if world_size() > 1:  # the loss runs through the detector's own method, outside a DDP forward
+            raise ConfigError("detection trains in one process for now; launch without torchrun / accelerate")
         torch.manual_seed(self.config.train.seed)
         has_validation = validation is not None and len(validation) > 0
         self.classes = frames.class_names(pd.DataFrame({BOXES: list(y_train) + (list(y_validation) if has_validation

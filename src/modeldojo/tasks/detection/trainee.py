@@ -7,7 +7,6 @@ import torch
 
 from . import frames
 from .boxes import BoxAugmentation
-from .loss import DetectionLoss
 from .metrics import evaluate_detections
 
 MIN_SCORE = 0.05  # candidates below this never reach NMS (mAP counts every box above it, as COCO tools do)
@@ -72,9 +71,15 @@ def augmentation(preset: str, size: int, flip: bool) -> BoxAugmentation | None:
 
 def detect_batch(model, pixels: torch.Tensor, size: int, iou: float):
     """Letterboxed pixels → per image (boxes, scores, class ids) as numpy, in letterboxed pixels."""
-    outputs = model(pixels)
-    found = model.decode(outputs, size, score_threshold=MIN_SCORE, iou_threshold=iou, max_detections=MAX_DETECTIONS)
+    found = detect(model, pixels, size, iou)
     return [(d.boxes.float().cpu().numpy(), d.scores.float().cpu().numpy(), d.class_ids.cpu().numpy()) for d in found]
+
+
+def detect(model, pixels: torch.Tensor, size: int, iou: float):
+    """Per-image Detections of either family (FCOS runs NMS at `iou`; RT-DETR's set prediction needs none)."""
+    if getattr(model, "uses_nms", True):
+        return model.detect(pixels, size, score_threshold=MIN_SCORE, iou_threshold=iou, max_detections=MAX_DETECTIONS)
+    return model.detect(pixels, size, score_threshold=MIN_SCORE, max_detections=MAX_DETECTIONS)
 
 
 class DetectionTrainee:
@@ -85,7 +90,6 @@ class DetectionTrainee:
         self.model = task.model
         data = task.config.data
         self.augment = augmentation(data.augment, task.image_size, data.horizontal_flip)
-        self.loss_function = DetectionLoss(len(task.classes))
 
     def step_batches(self, epoch: int) -> list[list[int]]:
         config = self.task.config.train
@@ -102,9 +106,9 @@ class DetectionTrainee:
         return {"pixels": pixels, "boxes": boxes, "classes": classes}
 
     def loss(self, model, batch):
-        outputs = model(batch["pixels"])
-        outputs = [type(level)(*(part.float() for part in level)) for level in outputs]  # bf16 autocast → fp32 loss
-        return self.loss_function(outputs, batch["boxes"], batch["classes"])["loss"]
+        # `model` may be the DDP / PEFT wrapper: its forward is what trains, so the loss goes through the module
+        # that owns compute_loss with the wrapper's parameters (PEFT forwards attribute access to the model).
+        return model.compute_loss(batch["pixels"], batch["boxes"], batch["classes"])["loss"]
 
     def evaluate(self, model) -> dict[str, float]:
         if self.validation is None:
@@ -117,15 +121,13 @@ class DetectionTrainee:
             pixels = store.pixels(indices).to(device)
             boxes = [torch.as_tensor(store.boxes(i), dtype=torch.float32, device=device) for i in indices]
             labels = [torch.as_tensor(classes[i], device=device) for i in indices]
-            outputs = model(pixels)
-            floats = [type(level)(*(part.float() for part in level)) for level in outputs]
-            losses.append(float(self.loss_function(floats, boxes, labels)["loss"]) * len(indices))
-            found = model.decode(floats, self.task.image_size, score_threshold=MIN_SCORE,
-                                 iou_threshold=self.task.config.evaluate.nms_iou, max_detections=MAX_DETECTIONS)
+            losses.append(float(model.compute_loss(pixels, boxes, labels)["loss"]) * len(indices))
+            found = detect(model, pixels, self.task.image_size, self.task.config.evaluate.nms_iou)
             for index, detections in zip(indices, found):
                 truth.append({"width": self.task.image_size, "height": self.task.image_size,
                               "boxes": store.boxes(index), "class_ids": classes[index]})
-                predicted.append({"boxes": detections.boxes.cpu().numpy(), "scores": detections.scores.cpu().numpy(),
+                predicted.append({"boxes": detections.boxes.float().cpu().numpy(),
+                                  "scores": detections.scores.float().cpu().numpy(),
                                   "class_ids": detections.class_ids.cpu().numpy()})
         scores = evaluate_detections(truth, predicted, self.task.classes,
                                      self.task.config.evaluate.confidence_threshold)
