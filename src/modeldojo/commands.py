@@ -186,6 +186,11 @@ def predict(args, out) -> int:
         out.say(f"[yellow]![/] column {escape(repr(column))}: {count} value(s) never seen in training, "
                 "treated as missing")
     table = pd.concat([frame.reset_index(drop=True), prediction.to_frame()], axis=1)
+    if getattr(args, "draw", None):
+        from . import tasks
+
+        drawn = tasks.get(predictor.task).draw_predictions(frame, prediction, Path(args.draw))
+        out.say(f"[green]✓[/] {drawn} annotated image(s) written to {escape(args.draw)}")
     if args.out:
         _write_table(table, Path(args.out), _output_encoding(predictor))
         out.say(f"[green]✓[/] {len(table)} predictions written to {escape(args.out)}")

@@ -220,6 +220,13 @@ class Task(ABC):
         return None
 
     @classmethod
+    def draw_predictions(cls, frame: pd.DataFrame, prediction: Prediction, folder: Path) -> int:
+        """`dojo predict --draw FOLDER`: write the rows' images with their predictions drawn; return how many."""
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--draw: the {cls.name} task has nothing to draw (detection models draw their boxes)")
+
+    @classmethod
     def default_params(cls, config: Config) -> dict[str, Any]:
         """Values `model.params.<name>` takes when the config leaves it out (tuning's baseline trial)."""
         return {}

@@ -218,6 +218,20 @@ class DetectionTask(Task):
 
         return worst_images(frame, y, prediction, count)
 
+    @classmethod
+    def draw_predictions(cls, frame, prediction, folder):
+        from ...data.images import base_folder, describe_cell, open_image
+        from .report import draw_boxes
+
+        folder.mkdir(parents=True, exist_ok=True)
+        base, written = base_folder(frame), 0
+        for row, (cell, boxes) in enumerate(zip(frame[IMAGE].tolist(), prediction.values)):
+            name = Path(describe_cell(cell, base)).stem if isinstance(cell, str) else f"row-{row:05d}"
+            image = draw_boxes(open_image(cell, base).convert("RGB"), [], json.loads(boxes), 1.0)
+            image.save(folder / f"{name}.png")
+            written += 1
+        return written
+
     def extra_evaluation(self, frame, y, prediction, events):
         from .evaluation import report_sections
 
