@@ -42,6 +42,9 @@ SKIPPED = {
                                                 "small data/digits/<digit>/*.png instead",
     ".venv/bin/python examples/faq_data.py": "writes the full FAQ into the repository's data/; the test writes a "
                                              "small data/faq.jsonl and data/faq_questions.jsonl instead",
+    ".venv/bin/python examples/detection_digits.py data/boxes --images 240": "writes 240 canvases into the "
+        "repository's data/; the test writes 16 small ones with the same generator instead",
+    "dojo serve boxes": "a server that runs until stopped (tests/test_detection_task.py serves a detector)",
     "dojo chat faq-bot": "reads questions from the terminal (tests/test_chat_task.py talks to it)",
     "dojo ui": "starts the MLflow web server and blocks until Ctrl+C",
     "dojo tune examples/ames.yaml --trials 200 --name ames-study --storage postgresql://dojo@db.internal/optuna":
@@ -66,7 +69,12 @@ def _chat_overrides():
     return [f"{key}={value}" for key, value in ChatTask.example("generation")[2].items()]
 
 
-TINY = {"reviews": _text_overrides, "tickets": _text_overrides, "digits": _image_overrides, "faq": _chat_overrides}
+def _detection_overrides():
+    return ["model.name=tiny", "model.image_size=96", "train.epochs=1", "train.threads=1"]
+
+
+TINY = {"reviews": _text_overrides, "tickets": _text_overrides, "digits": _image_overrides, "faq": _chat_overrides,
+        "boxes": _detection_overrides}
 
 
 def _split_comment(line: str) -> tuple[str, str]:
@@ -137,6 +145,15 @@ def write_small_data(folder: Path) -> None:
         (folder / "data" / "digits" / label).mkdir(parents=True)
         for index in range(12):
             Image.fromarray(_pattern(label, rng)).save(folder / "data" / "digits" / label / f"{index:03d}.png")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("detection_digits", ROOT / "examples" / "detection_digits.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    generator.generate(folder / "data" / "boxes", images=16, size=96, seed=0, smallest=16, largest=40)
+    (folder / "photos").mkdir()
+    for path in sorted((folder / "data" / "boxes" / "images").glob("*.png"))[:2]:
+        (folder / "photos" / path.name).write_bytes(path.read_bytes())
     (folder / "examples").mkdir()
     for config in (ROOT / "examples").glob("*.yaml"):  # the README's configs as they are (relative data paths)
         (folder / "examples" / config.name).write_text(config.read_text(encoding="utf-8"), encoding="utf-8")
@@ -170,6 +187,8 @@ def test_readme_tour_runs_as_written(tmp_path, monkeypatch, capsys):
     assert len(pd.read_json(tmp_path / "answers.jsonl", lines=True)) == 3
     assert (tmp_path / "checks.json").is_file() and (tmp_path / "predictions.csv").is_file()
     assert len(pd.read_csv(tmp_path / "scored.csv")) == 10
+    assert len(pd.read_csv(tmp_path / "boxes.csv")) == 2 and len(list((tmp_path / "annotated").iterdir())) == 2
+    assert (tmp_path / "runs" / "boxes" / "export" / "onnx" / "model.onnx").is_file()
 
     # The ```python block, on the same folder: `new_rows` and `frame` are the README's placeholders.
     source = re.search(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), re.M | re.S).group(1)
