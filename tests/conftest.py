@@ -6,6 +6,18 @@ from modeldojo.tasks.tabular import TabularTask
 from postgres_server import postgres_url  # noqa: F401
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a test module (detection): two threads on the shared CI cores made its steps ~100x
+    slower. Module scope, so it is in place before module-scoped training fixtures run."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def regression_frame():
     return TabularTask.example("regression", seed=0)[0]

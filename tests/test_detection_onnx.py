@@ -15,13 +15,7 @@ IMAGE_SIZE = 96
 IOU_THRESHOLD = 0.5
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    # Two threads on the shared CI cores made steps ~100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_session(path):

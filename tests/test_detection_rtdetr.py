@@ -21,14 +21,7 @@ TRUE_CLASSES = torch.tensor([0, 1])
 STEPS = 150
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    # Two threads on the shared CI cores made steps ~100x slower. Module scope, so that it is in place before
-    # the module-scoped training fixture runs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def training_image() -> torch.Tensor:

@@ -16,13 +16,7 @@ from modeldojo.errors import DataError
 pytest.importorskip("pycocotools")
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    # Two threads on the shared CI cores made detection steps ~100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SETTINGS = {"model.name": "tiny", "model.image_size": 96, "train.epochs": 2, "train.batch_size": 8,
@@ -228,3 +222,42 @@ def test_strategies_on_the_pretrained_backbone(digits, tmp_path, strategy):
     with safe_open(str(result.run.model_dir / "detector" / "model.safetensors"), "pt") as weights:
         assert not [key for key in weights.keys() if "lora" in key]  # merged on save: a plain detector
     assert len(dojo.load(result.path).predict_frame(tasks.read(digits).head(2)[["image"]]).values) == 2
+
+
+def test_kserve_v2_with_tritonclient_and_the_openapi_contract_with_schemathesis(run, digits):
+    """The clients users use: tritonclient (binary BYTES image, JSON and binary outputs) and schemathesis with all
+    checks on the served detector's OpenAPI document."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from modeldojo.serving.app import create_app
+    from modeldojo.serving.predictor import open_predictor
+    from serving_helpers import running
+
+    httpclient = pytest.importorskip("tritonclient.http")
+    result, runs = run
+    path = sorted((digits / "images").glob("*.png"))[1]
+    expected = json.loads(dojo.load(result.path).predict_frame(str(path.parent)).values[1])
+    with running(create_app(lambda: open_predictor("boxes", runs))) as url:
+        client = httpclient.InferenceServerClient(url.removeprefix("http://"))
+        metadata = client.get_model_metadata("boxes")
+        assert [output["name"] for output in metadata["outputs"]] == ["detections", "count"]
+        image = httpclient.InferInput("image", [1], "BYTES")
+        image.set_data_from_numpy(np.array([path.read_bytes()], dtype=object), binary_data=True)
+        for binary in (False, True):
+            answer = client.infer("boxes", [image], outputs=[httpclient.InferRequestedOutput(name, binary_data=binary)
+                                                             for name in ("detections", "count")])
+            detections = answer.as_numpy("detections")[0]
+            assert json.loads(detections.decode() if isinstance(detections, bytes) else detections) == expected
+            assert answer.as_numpy("count").tolist() == [len(expected)]
+        # Every check but one: positive_data_acceptance expects any schema-valid body to succeed, and whether bytes
+        # decode as an image is not something JSON Schema can say (any base64 string, any uploaded file, is
+        # schema-valid); those requests get a located 422, which every other check still verifies.
+        command = [str(Path(sys.executable).with_name("schemathesis")), "run", url + "/openapi.json",
+                   "--checks", "all", "--exclude-checks", "positive_data_acceptance", "--max-examples", "15",
+                   "--seed", "7", "--no-color"]
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                                  env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"}, cwd=runs)
+    assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-2000:]

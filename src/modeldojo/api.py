@@ -120,11 +120,7 @@ def _task_frame(frame: pd.DataFrame, config: Config) -> tuple[type[tasks.Task], 
         defaults["data.target"] = task_class.default_target or frame.attrs["default_target"]
     if config.finetune.strategy == "auto":
         defaults["finetune.strategy"] = task_class.default_strategy
-    project, current = Config().to_dict(), config.to_dict()
-    for key, value in task_class.setting_defaults.items():  # where the project default is still in place
-        section, name = key.split(".")
-        if current[section][name] == project[section][name]:
-            defaults[key] = value
+    defaults.update(config.unchanged(task_class.setting_defaults))
     return task_class, frame, config.with_overrides(defaults) if defaults else config
 
 

@@ -316,6 +316,13 @@ class Config:
             raw[section][name] = value
         return type(self).from_dict(raw)
 
+    def unchanged(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The {"group.key": value} entries whose setting still holds the project-wide default (a task's own
+        defaults apply there; whatever the user set stays)."""
+        project, current = type(self)().to_dict(), self.to_dict()
+        return {key: value for key, value in values.items()
+                if current[key.split(".")[0]][key.split(".")[1]] == project[key.split(".")[0]][key.split(".")[1]]}
+
     # -- output -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

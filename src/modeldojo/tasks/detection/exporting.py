@@ -64,31 +64,16 @@ def export(task, folder: Path, frame: pd.DataFrame, y: pd.Series):
                "nms_iou": evaluate.nms_iou, "max_detections": MAX_DETECTIONS}
     expected = task.predict(frame)
     actual = runtime(folder, {"preprocessing": details}, threads=0)(frame)
-    return details, compare(expected, actual, list(y), task.classes)
+    return details, compare(expected, actual, list(y))
 
 
-def compare(expected: Prediction, actual: Prediction, truth: list, classes: list[str]) -> DetectionParity:
-    problems, worst_box, worst_score, count = [], 0.0, 0.0, 0
-    for image, (mine, theirs) in enumerate(zip(expected.notes["detections"], actual.notes["detections"])):
-        count += len(mine["scores"])
-        if len(mine["scores"]) != len(theirs["scores"]):
-            problems.append(f"image {image}: torch {len(mine['scores'])} detections, onnx {len(theirs['scores'])}")
-            continue
-        unmatched = list(range(len(theirs["scores"])))
-        for box, score, class_id in zip(mine["boxes"], mine["scores"], mine["class_ids"]):
-            same = [index for index in unmatched if theirs["class_ids"][index] == class_id]
-            if not same:
-                problems.append(f"image {image}: no onnx detection of class {classes[int(class_id)]!r} left to match")
-                break
-            differences = [float(np.abs(theirs["boxes"][index] - box).max()) for index in same]
-            best = same[int(np.argmin(differences))]
-            unmatched.remove(best)
-            worst_box = max(worst_box, min(differences))
-            worst_score = max(worst_score, abs(float(theirs["scores"][best]) - float(score)))
-    if worst_box > BOX_TOLERANCE:
-        problems.append(f"box difference {worst_box:.3g} px > {BOX_TOLERANCE}")
-    if worst_score > SCORE_TOLERANCE:
-        problems.append(f"score difference {worst_score:.3g} > {SCORE_TOLERANCE:g}")
+def compare(expected: Prediction, actual: Prediction, truth: list) -> DetectionParity:
+    from .onnx_export import match_detections
+
+    triples = [[(found["boxes"], found["scores"], found["class_ids"]) for found in prediction.notes["detections"]]
+               for prediction in (expected, actual)]
+    worst_box, worst_score, problems = match_detections(*triples, BOX_TOLERANCE, SCORE_TOLERANCE)
+    count = sum(len(found["scores"]) for found in expected.notes["detections"])
     map_original = map_exported = None
     if truth and all(cell is not None for cell in truth):
         from .evaluation import score

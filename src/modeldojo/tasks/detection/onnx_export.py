@@ -198,6 +198,35 @@ def run_onnx(session, images: torch.Tensor) -> list[tuple[numpy.ndarray, numpy.n
             for image in range(images.shape[0])]
 
 
+def match_detections(expected, actual, box_tolerance: float = 0.5, score_tolerance: float = 1e-4):
+    """Compare two systems' per-image (boxes, scores, class_ids) numpy triples: (largest box difference, largest
+    score difference, problems). Detections are matched greedily, best expected score first, to the unmatched
+    actual detection of the same class with the closest box, so near-equal scores listed in a different order
+    do not count as a mismatch; a different count or a class left unmatched is a problem."""
+    worst_box, worst_score, problems = 0.0, 0.0, []
+    for image, ((expected_boxes, expected_scores, expected_classes), (boxes, scores, class_ids)) in enumerate(
+            zip(expected, actual)):
+        if len(expected_scores) != len(scores):
+            problems.append(f"image {image}: torch {len(expected_scores)} detections, onnx {len(scores)}")
+            continue
+        unmatched = list(range(len(scores)))
+        for box, score, class_id in zip(expected_boxes, expected_scores, expected_classes):
+            same_class = [index for index in unmatched if class_ids[index] == class_id]
+            if not same_class:
+                problems.append(f"image {image}: no onnx detection of class {class_id} left to match")
+                break
+            differences = [float(numpy.abs(numpy.asarray(boxes[index]) - box).max()) for index in same_class]
+            best = same_class[int(numpy.argmin(differences))]
+            unmatched.remove(best)
+            worst_box = max(worst_box, min(differences))
+            worst_score = max(worst_score, float(abs(float(scores[best]) - float(score))))
+    if worst_box > box_tolerance:
+        problems.append(f"box difference {worst_box:.4g} px > {box_tolerance}")
+    if worst_score > score_tolerance:
+        problems.append(f"score difference {worst_score:.3g} > {score_tolerance:g}")
+    return worst_box, worst_score, problems
+
+
 def parity(model: nn.Module, onnx_path: str | Path, images: torch.Tensor, score_threshold: float | None = None,
            iou_threshold: float | None = None, max_detections: int | None = None, box_tolerance: float = 0.5,
            score_tolerance: float = 1e-4, session=None) -> ParityReport:
@@ -221,26 +250,8 @@ def parity(model: nn.Module, onnx_path: str | Path, images: torch.Tensor, score_
         expected = decode(model(images), tuple(images.shape[-2:]), strides=getattr(model, "strides", STRIDES),
                           candidates_per_image=baked.get("candidates_per_image", 1000), **settings)
     actual = run_onnx(session, images)
-    worst_box, worst_score, problems = 0.0, 0.0, []
-    for image, (torch_detections, (boxes, scores, class_ids)) in enumerate(zip(expected, actual)):
-        if len(torch_detections.scores) != len(scores):
-            problems.append(f"image {image}: torch {len(torch_detections.scores)} detections, onnx {len(scores)}")
-            continue
-        unmatched = list(range(len(scores)))
-        for box, score, class_id in zip(torch_detections.boxes.numpy(), torch_detections.scores.numpy(),
-                                        torch_detections.class_ids.numpy()):
-            same_class = [index for index in unmatched if class_ids[index] == class_id]
-            if not same_class:
-                problems.append(f"image {image}: no onnx detection of class {class_id} left to match")
-                break
-            differences = [float(numpy.abs(boxes[index] - box).max()) for index in same_class]
-            best = same_class[int(numpy.argmin(differences))]
-            unmatched.remove(best)
-            worst_box = max(worst_box, min(differences))
-            worst_score = max(worst_score, float(abs(scores[best] - score)))
-    if worst_box > box_tolerance:
-        problems.append(f"box difference {worst_box:.4g} px > {box_tolerance}")
-    if worst_score > score_tolerance:
-        problems.append(f"score difference {worst_score:.3g} > {score_tolerance}")
+    worst_box, worst_score, problems = match_detections(
+        [(d.boxes.numpy(), d.scores.numpy(), d.class_ids.numpy()) for d in expected], actual, box_tolerance,
+        score_tolerance)
     return ParityReport(not problems, worst_box, worst_score, [len(d.scores) for d in expected],
                         [len(result[1]) for result in actual], problems)

@@ -38,7 +38,7 @@ from torch import nn
 
 from ...export.onnx_format import OPSET
 from .network import Detections
-from .onnx_export import INPUT_NAME, OUTPUT_NAMES, ParityReport, run_onnx
+from .onnx_export import INPUT_NAME, OUTPUT_NAMES, ParityReport, match_detections, run_onnx
 
 SETTINGS_FILE = "modeldojo_detector.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -348,26 +348,8 @@ def parity(model: HuggingFaceDetector, onnx_path: str | Path, images: torch.Tens
     model.eval()
     expected = model.detect(images, tuple(images.shape[-2:]), **settings)
     actual = run_onnx(session, images)
-    worst_box, worst_score, problems = 0.0, 0.0, []
-    for image, (torch_detections, (boxes, scores, class_ids)) in enumerate(zip(expected, actual)):
-        if len(torch_detections.scores) != len(scores):
-            problems.append(f"image {image}: torch {len(torch_detections.scores)} detections, onnx {len(scores)}")
-            continue
-        unmatched = list(range(len(scores)))
-        for box, score, class_id in zip(torch_detections.boxes.numpy(), torch_detections.scores.numpy(),
-                                        torch_detections.class_ids.numpy()):
-            same_class = [index for index in unmatched if class_ids[index] == class_id]
-            if not same_class:
-                problems.append(f"image {image}: no onnx detection of class {class_id} left to match")
-                break
-            differences = [float(numpy.abs(boxes[index] - box).max()) for index in same_class]
-            best = same_class[int(numpy.argmin(differences))]
-            unmatched.remove(best)
-            worst_box = max(worst_box, min(differences))
-            worst_score = max(worst_score, float(abs(scores[best] - score)))
-    if worst_box > box_tolerance:
-        problems.append(f"box difference {worst_box:.4g} px > {box_tolerance}")
-    if worst_score > score_tolerance:
-        problems.append(f"score difference {worst_score:.3g} > {score_tolerance}")
+    worst_box, worst_score, problems = match_detections(
+        [(d.boxes.numpy(), d.scores.numpy(), d.class_ids.numpy()) for d in expected], actual, box_tolerance,
+        score_tolerance)
     return ParityReport(not problems, worst_box, worst_score, [len(d.scores) for d in expected],
                         [len(result[1]) for result in actual], problems)

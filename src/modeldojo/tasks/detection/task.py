@@ -123,20 +123,20 @@ class DetectionTask(Task):
     def fit(self, train, y_train, validation, y_validation, events: EventBus) -> dict[str, Any]:
         import torch
 
+        from ...runs import world_size
         from ...training import strategies
         from ...training.loop import fit as run_loop
         from . import detectors
         from .trainee import DetectionTrainee, box_arrays
 
-        from ...runs import world_size
-
         if world_size() > 1:  # the loss runs through the detector's own method, outside a DDP forward
             raise ConfigError("detection trains in one process for now; launch without torchrun / accelerate")
         torch.manual_seed(self.config.train.seed)
         has_validation = validation is not None and len(validation) > 0
-        self.classes = frames.class_names(pd.DataFrame({BOXES: list(y_train) + (list(y_validation) if has_validation
-                                                                                 else [])}), BOXES) \
-            if not train.attrs.get("detection") else frames.class_names(train, BOXES)
+        # The layout's class list (its ids); for a table, every class its boxes name.
+        labelled = list(y_train) + (list(y_validation) if has_validation else [])
+        self.classes = frames.class_names(train, BOXES) if train.attrs.get("detection") else \
+            frames.class_names(pd.DataFrame({BOXES: labelled}), BOXES)
         if not self.classes:
             raise DataError("no boxes to learn from: every training image is empty")
         self.image_size = self.config.model.image_size or frames.choose_size(_longer_sides(train))

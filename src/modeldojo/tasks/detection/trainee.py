@@ -58,6 +58,11 @@ def box_arrays(cells, names: list[str]) -> tuple[list[np.ndarray], list[np.ndarr
     for row, cell in enumerate(cells):
         parsed = frames.parse_boxes(cell, f"row {row}")
         boxes.append(np.array([box["box"] for box in parsed], dtype=np.float64).reshape(-1, 4))
+        unknown = sorted({box["class"] for box in parsed} - set(index_of))
+        if unknown:
+            from ...errors import DataError
+
+            raise DataError(f"row {row}: class(es) {unknown} are not among the training classes {names}")
         classes.append(np.array([index_of[box["class"]] for box in parsed], dtype=np.int64))
     return boxes, classes
 
@@ -92,10 +97,10 @@ class DetectionTrainee:
         self.augment = augmentation(data.augment, task.image_size, data.horizontal_flip)
 
     def step_batches(self, epoch: int) -> list[list[int]]:
+        from ...training.batches import shuffled
+
         config = self.task.config.train
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(self.store))  # pure in (seed, epoch)
-        size = config.batch_size * config.gradient_accumulation
-        return [order[i:i + size].tolist() for i in range(0, len(order), size)]
+        return shuffled(len(self.store), config.batch_size * config.gradient_accumulation, config.seed, epoch)
 
     def collate(self, indices, device):
         pixels = self.store.pixels(indices).to(device)

@@ -41,10 +41,10 @@ class _Trainee:
             weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32))
 
     def step_batches(self, epoch: int) -> list[list[int]]:
+        from ...training.batches import shuffled
+
         config = self.task.config.train
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(self.store))  # pure in (seed, epoch)
-        size = config.batch_size * config.gradient_accumulation
-        return [order[i:i + size].tolist() for i in range(0, len(order), size)]
+        return shuffled(len(self.store), config.batch_size * config.gradient_accumulation, config.seed, epoch)
 
     def collate(self, indices, device):
         import torch
