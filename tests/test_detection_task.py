@@ -261,3 +261,14 @@ def test_kserve_v2_with_tritonclient_and_the_openapi_contract_with_schemathesis(
         finished = subprocess.run(command, capture_output=True, text=True, timeout=300,
                                   env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"}, cwd=runs)
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-2000:]
+
+
+def test_tune_searches_a_detector_on_validation_map(digits, tmp_path):
+    from modeldojo.cli import main
+
+    assert main(["tune", str(digits), "model.name=tiny", "model.image_size=64", "train.epochs=1", "train.threads=1",
+                 "tracking.enabled=false", "--trials", "2", "--name", "study", "--runs-dir", str(tmp_path)]) == 0
+    import pandas as pd
+
+    trials = pd.read_csv(tmp_path / "study" / "trials.csv", encoding="utf-8-sig")
+    assert len(trials) == 2 and (tmp_path / "study" / "best.yaml").is_file()

