@@ -58,15 +58,10 @@ class _DensePredictions(nn.Module):
         return dense_predictions(self.model(images), getattr(self.model, "strides", STRIDES))
 
 
-def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
-    return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-
-
-def _append_postprocessing(graph, dense_boxes: str, dense_scores: str, height: int, width: int,
-                           num_points: int, num_classes: int, score_threshold: float, iou_threshold: float,
-                           max_detections: int, candidates_per_image: int) -> None:
-    """Append thresholding, NonMaxSuppression and the per-image top-k to ``graph`` (see the module docstring)."""
-    from onnx import TensorProto, helper, numpy_helper
+def graph_builders(graph):
+    """(constant(name, value, dtype), node(op, inputs, name, **attributes)) appending to `graph` under a "post_"
+    prefix; each returns the name of what it added."""
+    from onnx import helper, numpy_helper
 
     def constant(name: str, value, dtype) -> str:
         graph.initializer.append(numpy_helper.from_array(numpy.asarray(value, dtype=dtype), f"post_{name}"))
@@ -75,6 +70,34 @@ def _append_postprocessing(graph, dense_boxes: str, dense_scores: str, height: i
     def node(op: str, inputs: list[str], name: str, **attributes) -> str:
         graph.node.append(helper.make_node(op, inputs, [f"post_{name}"], name=f"post_{name}", **attributes))
         return f"post_{name}"
+
+    return constant, node
+
+
+def set_detection_outputs(graph) -> None:
+    """The graph's outputs: flat boxes (D×4), scores, class_ids and batch_index (D), every detector family alike."""
+    from onnx import TensorProto, helper
+
+    del graph.output[:]
+    graph.output.extend([
+        helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["detections", 4]),
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["detections"]),
+        helper.make_tensor_value_info("class_ids", TensorProto.INT64, ["detections"]),
+        helper.make_tensor_value_info("batch_index", TensorProto.INT64, ["detections"]),
+    ])
+
+
+def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+
+
+def _append_postprocessing(graph, dense_boxes: str, dense_scores: str, height: int, width: int,
+                           num_points: int, num_classes: int, score_threshold: float, iou_threshold: float,
+                           max_detections: int, candidates_per_image: int) -> None:
+    """Append thresholding, NonMaxSuppression and the per-image top-k to ``graph`` (see the module docstring)."""
+    from onnx import TensorProto, helper
+
+    constant, node = graph_builders(graph)
 
     # Clip boxes to the letterboxed image, as decode does before its NMS.
     low = constant("box_low", [0.0, 0.0, 0.0, 0.0], numpy.float32)
@@ -137,13 +160,7 @@ def _append_postprocessing(graph, dense_boxes: str, dense_scores: str, height: i
 
     for output, source in zip(OUTPUT_NAMES, (selected_boxes, scores, class_ids, batch_index)):
         graph.node.append(helper.make_node("Gather", [source, final_order], [output], name=f"post_{output}", axis=0))
-    del graph.output[:]
-    graph.output.extend([
-        helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["detections", 4]),
-        helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["detections"]),
-        helper.make_tensor_value_info("class_ids", TensorProto.INT64, ["detections"]),
-        helper.make_tensor_value_info("batch_index", TensorProto.INT64, ["detections"]),
-    ])
+    set_detection_outputs(graph)
 
 
 def export_detector(model: nn.Module, path: str | Path, image_size: int | tuple[int, int],

@@ -38,7 +38,8 @@ from torch import nn
 
 from ...export.onnx_format import OPSET
 from .network import Detections
-from .onnx_export import INPUT_NAME, OUTPUT_NAMES, ParityReport, match_detections, run_onnx
+from .onnx_export import (INPUT_NAME, OUTPUT_NAMES, ParityReport, graph_builders, match_detections, run_onnx,
+                          set_detection_outputs)
 
 SETTINGS_FILE = "modeldojo_detector.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -254,15 +255,9 @@ class _DensePredictions(nn.Module):
 def _append_top_k(graph, dense_boxes: str, dense_scores: str, num_queries: int, num_classes: int,
                   score_threshold: float, max_detections: int) -> None:
     """Append ``select_detections`` to ``graph``: TopK over (query, class) per image, gather, threshold, flatten."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
-    def constant(name: str, value, dtype) -> str:
-        graph.initializer.append(numpy_helper.from_array(numpy.asarray(value, dtype=dtype), f"post_{name}"))
-        return f"post_{name}"
-
-    def node(op: str, inputs: list[str], name: str, **attributes) -> str:
-        graph.node.append(helper.make_node(op, inputs, [f"post_{name}"], name=f"post_{name}", **attributes))
-        return f"post_{name}"
+    constant, node = graph_builders(graph)
 
     keep_count = min(num_queries, max_detections)
     flat_scores = node("Reshape", [dense_scores, constant("flat_shape", [0, -1], numpy.int64)], "flat_scores")
@@ -292,13 +287,7 @@ def _append_top_k(graph, dense_boxes: str, dense_scores: str, num_queries: int, 
     for output in OUTPUT_NAMES:
         graph.node.append(helper.make_node("Compress", [columns[output], passing], [output], name=f"post_{output}",
                                            axis=0))
-    del graph.output[:]
-    graph.output.extend([
-        helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["detections", 4]),
-        helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["detections"]),
-        helper.make_tensor_value_info("class_ids", TensorProto.INT64, ["detections"]),
-        helper.make_tensor_value_info("batch_index", TensorProto.INT64, ["detections"]),
-    ])
+    set_detection_outputs(graph)
 
 
 def export_onnx(model: HuggingFaceDetector, path: str | Path, image_size: int | tuple[int, int],
