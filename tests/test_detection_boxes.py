@@ -253,3 +253,12 @@ def test_confusion_matrix_and_threshold_precision_recall_by_hand():
     assert result["precision"] == pytest.approx(1 / 3) and result["recall"] == pytest.approx(1 / 3)
     assert result["per_class_precision"] == {"cat": 0.5, "dog": 0.0}
     assert result["per_class_recall"] == {"cat": 1.0, "dog": 0.0}
+
+
+def test_zero_area_boxes_neither_suppress_nor_are_suppressed():
+    # kornia's IoU is 0/0 = NaN for them, which would drop every later box; ONNX Runtime's NMS keeps them all.
+    boxes = torch.tensor([[10.0, 10.0, 10.0, 20.0], [10.0, 10.0, 10.0, 20.0], [5, 5, 30, 30], [5, 5, 30, 30],
+                          [6, 6, 30, 30]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.65])
+    class_ids = torch.tensor([0, 1, 0, 1, 0])
+    assert box_ops.batched_nms(boxes, scores, class_ids, 0.5).tolist() == [0, 1, 2, 3]

@@ -129,11 +129,20 @@ def batched_nms(
         candidates = candidates[scores[candidates] >= score_threshold]
     if candidates.numel() == 0:
         return candidates
-    chosen_boxes = boxes[candidates].to(torch.float64)
-    coordinate_span = chosen_boxes.abs().max() + 1
-    offsets = class_ids[candidates].to(torch.float64) * coordinate_span
-    kept = nms(chosen_boxes + offsets[:, None], scores[candidates].to(torch.float64), iou_threshold)
-    kept = candidates[kept]
+    # A zero-area box overlaps nothing, but kornia's IoU is 0/0 = NaN there and NaN fails its "keep" test, so such
+    # a box would suppress every later box of any class. It is kept aside and never suppresses or is suppressed,
+    # as ONNX Runtime's NonMaxSuppression (the export) treats it.
+    flat = (boxes[candidates, 2] <= boxes[candidates, 0]) | (boxes[candidates, 3] <= boxes[candidates, 1])
+    solid, flat_candidates = candidates[~flat], candidates[flat]
+    kept = solid[:0]
+    if solid.numel():
+        chosen_boxes = boxes[solid].to(torch.float64)
+        coordinate_span = chosen_boxes.abs().max() + 1
+        offsets = class_ids[solid].to(torch.float64) * coordinate_span
+        kept = solid[nms(chosen_boxes + offsets[:, None], scores[solid].to(torch.float64), iou_threshold)]
+    if flat_candidates.numel():
+        kept = torch.cat([kept, flat_candidates])
+        kept = kept[torch.sort(-scores[kept].to(torch.float64), stable=True).indices]
     if max_detections is not None:
         kept = kept[:max_detections]
     return kept
