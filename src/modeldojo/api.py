@@ -17,6 +17,7 @@ from . import runs as runs_module
 from . import tasks
 from .config import Config
 from .data import balance, checks as checks_module, normalize as cells, splits
+from .data.images import base_folder  # (data.checks imports it anyway)
 from .data.target import require_column
 from .environment import describe as describe_environment
 from .errors import ConfigError, DataError, NotFoundError
@@ -83,8 +84,8 @@ def resolve_config(data=None, target=None, config: Config | str | Path | None = 
 
 
 def _read(source, config: Config, prefer: str | None = None) -> pd.DataFrame:
-    data = config.data
-    return tasks.read(source, format=data.format, delimiter=data.delimiter, encoding=data.encoding, prefer=prefer)
+    return tasks.read(source, format=config.data.format, delimiter=config.data.delimiter,
+                      encoding=config.data.encoding, prefer=prefer)
 
 
 def reading_encoding(reference: str | Path, runs_dir: str | Path = "runs") -> tuple[str, str | None]:
@@ -115,9 +116,9 @@ def _task_frame(frame: pd.DataFrame, config: Config) -> tuple[type[tasks.Task], 
     frame = task_class.normalize(frame, config)
     if config.data.normalize_text and not task_class.rewrites_rows():
         frame = cells.normalize_table(frame, skip=set(config.data.text_columns) | set(config.data.drop_columns))
-    defaults = {}
-    if not config.data.target and (task_class.default_target or frame.attrs.get("default_target")):
-        defaults["data.target"] = task_class.default_target or frame.attrs["default_target"]
+    defaults, target = {}, task_class.default_target or frame.attrs.get("default_target")  # class folders: "label"
+    if not config.data.target and target:
+        defaults["data.target"] = target
     if config.finetune.strategy == "auto":
         defaults["finetune.strategy"] = task_class.default_strategy
     defaults.update(config.unchanged(task_class.setting_defaults))
@@ -181,8 +182,6 @@ def _score(task_class: type[tasks.Task], predict, frame: pd.DataFrame, y: pd.Ser
 
 def _gallery_source(image_columns: list[str], frame) -> tuple[str, Path | None] | None:
     """For image tasks: the column the report's gallery shows, and where its relative paths start."""
-    from .data.images import base_folder
-
     return (image_columns[0], base_folder(frame)) if image_columns and frame is not None else None
 
 

@@ -163,6 +163,23 @@ def _append_postprocessing(graph, dense_boxes: str, dense_scores: str, height: i
     set_detection_outputs(graph)
 
 
+def export_dense(wrapper: nn.Module, path: Path, height: int, width: int, opset: int = OPSET):
+    """Export `wrapper` (images → dense boxes (B, N, 4), dense scores (B, N, C)) with the project's exporter settings
+    (TorchScript exporter, dynamo=False); return (the loaded ONNX proto, (N, C)) for the post-processing to extend."""
+    import onnx
+
+    example = torch.zeros(1, 3, height, width)
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python values taken from shapes
+        torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME],
+                          output_names=["dense_boxes", "dense_scores"],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, "dense_boxes": {0: "batch"},
+                                        "dense_scores": {0: "batch"}},
+                          opset_version=opset, dynamo=False)
+        count, classes = wrapper(example)[1].shape[1:]
+    return onnx.load(str(path)), (int(count), int(classes))
+
+
 def export_detector(model: nn.Module, path: str | Path, image_size: int | tuple[int, int],
                     score_threshold: float = 0.05, iou_threshold: float = 0.6, max_detections: int = 100,
                     opset: int = OPSET, candidates_per_image: int = 1000) -> Path:
@@ -176,19 +193,9 @@ def export_detector(model: nn.Module, path: str | Path, image_size: int | tuple[
 
     path = Path(path)
     height, width = _size(image_size)
-    wrapper = _DensePredictions(model).eval()
-    example = torch.zeros(1, 3, height, width)
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME],
-                          output_names=["dense_boxes", "dense_scores"],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, "dense_boxes": {0: "batch"},
-                                        "dense_scores": {0: "batch"}},
-                          opset_version=opset, dynamo=False)
-        num_points, num_classes = wrapper(example)[1].shape[1:]
-    proto = onnx.load(str(path))
-    _append_postprocessing(proto.graph, "dense_boxes", "dense_scores", height, width, int(num_points),
-                           int(num_classes), score_threshold, iou_threshold, max_detections, candidates_per_image)
+    proto, (num_points, num_classes) = export_dense(_DensePredictions(model).eval(), path, height, width, opset)
+    _append_postprocessing(proto.graph, "dense_boxes", "dense_scores", height, width, num_points,
+                           num_classes, score_threshold, iou_threshold, max_detections, candidates_per_image)
     settings = {"score_threshold": score_threshold, "iou_threshold": iou_threshold,
                 "max_detections": max_detections, "candidates_per_image": candidates_per_image}
     for key, value in settings.items():

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import ast
 import json
-import warnings
 from pathlib import Path
 
 import numpy
@@ -38,7 +37,7 @@ from torch import nn
 
 from ...export.onnx_format import OPSET
 from .network import Detections
-from .onnx_export import (INPUT_NAME, OUTPUT_NAMES, ParityReport, graph_builders, match_detections, run_onnx,
+from .onnx_export import (OUTPUT_NAMES, ParityReport, export_dense, graph_builders, match_detections, run_onnx,
                           set_detection_outputs)
 
 SETTINGS_FILE = "modeldojo_detector.json"
@@ -298,18 +297,8 @@ def export_onnx(model: HuggingFaceDetector, path: str | Path, image_size: int | 
 
     path = Path(path)
     size = _size(image_size)
-    wrapper = _DensePredictions(model, size).eval()
-    example = torch.zeros(1, 3, *size)
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer warnings about Python values taken from shapes
-        torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME],
-                          output_names=["dense_boxes", "dense_scores"],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, "dense_boxes": {0: "batch"},
-                                        "dense_scores": {0: "batch"}},
-                          opset_version=opset, dynamo=False)
-        num_queries, num_classes = wrapper(example)[1].shape[1:]
-    proto = onnx.load(str(path))
-    _append_top_k(proto.graph, "dense_boxes", "dense_scores", int(num_queries), int(num_classes), score_threshold,
+    proto, (num_queries, num_classes) = export_dense(_DensePredictions(model, size).eval(), path, *size, opset)
+    _append_top_k(proto.graph, "dense_boxes", "dense_scores", num_queries, num_classes, score_threshold,
                   max_detections)
     for key, value in {"score_threshold": score_threshold, "max_detections": max_detections}.items():
         proto.metadata_props.add(key=key, value=repr(value))
