@@ -7,6 +7,7 @@ confusion matrix count boxes at the threshold.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,9 @@ def _records(actual, prediction) -> tuple[list[dict], list[dict], list[str]]:
 
 
 def _parsed(cell, index_of: dict[str, int]) -> dict[str, Any]:
-    boxes = frames.parse_boxes(cell, "prediction") if cell else []
-    scores = [item.get("score", 1.0) for item in (frames.json.loads(cell) if isinstance(cell, str) else cell or [])]
+    """A prediction's JSON boxes as arrays (predictions that carry no raw detections in their notes)."""
+    items = (json.loads(cell) if isinstance(cell, str) else cell) or []
+    boxes, scores = frames.parse_boxes(items, "prediction"), [item.get("score", 1.0) for item in items]
     return {"boxes": np.array([box["box"] for box in boxes], dtype=float).reshape(-1, 4),
             "class_ids": np.array([index_of.get(box["class"], 0) for box in boxes], dtype=int),
             "scores": np.array(scores, dtype=float)}

@@ -87,40 +87,21 @@ def compare(expected: Prediction, actual: Prediction, truth: list) -> DetectionP
 
 def runtime(folder: Path, manifest: dict[str, Any], threads: int = 0):
     """predict(frame or records) → Prediction from model.onnx (ONNX Runtime, PIL, numpy: no torch)."""
-    from ...data.images import base_folder, describe_cell, open_image
-    from ...errors import DataError
     from ...export import onnx_format
     from .onnx_export import INPUT_NAME, OUTPUT_NAMES
 
     details = manifest["preprocessing"]
     session = onnx_format.session(Path(folder) / MODEL_FILE, threads)
-    size, classes, threshold = details["image_size"], details["classes"], details["confidence_threshold"]
     column = details["image_column"]
+
+    def detect(images):
+        boxes, scores, class_ids, batch_index = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+        return [(boxes[batch_index == image], scores[batch_index == image].astype(np.float64),
+                 class_ids[batch_index == image]) for image in range(len(images))]
 
     def predict(rows) -> Prediction:
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(list(rows), columns=[column])
-        if column not in frame.columns:
-            raise DataError(f"missing image column {column!r}")
-        cells, base = frame[column].tolist(), base_folder(frame)
-        values, raw = [], []
-        for start in range(0, len(cells), PREDICT_BATCH):
-            batch, geometries = [], []
-            for cell in cells[start:start + PREDICT_BATCH]:
-                try:
-                    pixels, geometry = frames.letterboxed(open_image(cell, base), size)
-                except Exception as error:
-                    raise DataError(f"{describe_cell(cell, base)}: cannot read the image ({error})") from None
-                batch.append(pixels)
-                geometries.append(geometry)
-            images = np.ascontiguousarray(np.stack(batch).transpose(0, 3, 1, 2), dtype=np.float32) / 255
-            boxes, scores, class_ids, batch_index = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
-            for image, geometry in enumerate(geometries):
-                mine = batch_index == image
-                mapped = frames.from_letterbox(boxes[mine], geometry)
-                raw.append({"boxes": mapped, "scores": scores[mine].astype(np.float64), "class_ids": class_ids[mine],
-                            "width": geometry.original_width, "height": geometry.original_height})
-                values.append(frames.detections_json(mapped, scores[mine], class_ids[mine], classes, threshold))
-        return Prediction(np.array(values, dtype=object), classes=list(classes),
-                          notes={"detections": raw, "confidence_threshold": threshold})
+        return frames.predict_images(frame, column, details["image_size"], detect, details["classes"],
+                                     details["confidence_threshold"], PREDICT_BATCH)
 
     return predict

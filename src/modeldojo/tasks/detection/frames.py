@@ -192,6 +192,39 @@ def detections_json(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray
                        for i in order if scores[i] >= threshold], ensure_ascii=False)
 
 
+def predict_images(frame: pd.DataFrame, column: str, size: int, detect, classes: list[str], threshold: float,
+                   batch_size: int = 16):
+    """The one prediction path of a run's model and of its export: letterbox the rows' images in batches, call
+    `detect(images)` (N×3×size×size float32 in [0, 1] → per image (boxes, scores, class ids) in letterboxed pixels),
+    map the boxes back to each image. A Prediction: JSON boxes at or above `threshold` as values, every box as
+    arrays in notes["detections"]."""
+    from ...data.images import base_folder, describe_cell, open_image
+    from ...errors import DataError
+    from ..base import Prediction
+
+    if column not in frame.columns:
+        raise DataError(f"missing image column {column!r}")
+    cells, base = frame[column].tolist(), base_folder(frame)
+    values, raw = [], []
+    for start in range(0, len(cells), batch_size):
+        batch, geometries = [], []
+        for cell in cells[start:start + batch_size]:
+            try:
+                pixels, geometry = letterboxed(open_image(cell, base), size)
+            except Exception as error:
+                raise DataError(f"{describe_cell(cell, base)}: cannot read the image ({error})") from None
+            batch.append(pixels)
+            geometries.append(geometry)
+        images = np.ascontiguousarray(np.stack(batch).transpose(0, 3, 1, 2), dtype=np.float32) / 255
+        for (boxes, scores, class_ids), geometry in zip(detect(images), geometries):
+            boxes = from_letterbox(boxes, geometry)
+            raw.append({"boxes": boxes, "scores": scores, "class_ids": class_ids,
+                        "width": geometry.original_width, "height": geometry.original_height})
+            values.append(detections_json(boxes, scores, class_ids, classes, threshold))
+    return Prediction(np.array(values, dtype=object), classes=list(classes),
+                      notes={"detections": raw, "confidence_threshold": threshold})
+
+
 def choose_size(sides: list[int]) -> int:
     """The letterbox side when model.image_size is 0: the median longer side rounded up to 32, in 160..640."""
     if not sides:

@@ -169,34 +169,16 @@ class DetectionTask(Task):
     def predict(self, frame: pd.DataFrame) -> Prediction:
         import torch
 
-        from ...data.images import base_folder, describe_cell, open_image
         from .trainee import detect_batch
 
-        if IMAGE not in frame.columns:
-            raise DataError(f"missing image column {IMAGE!r}")
-        cells, base = frame[IMAGE].tolist(), base_folder(frame)
-        values, raw = [], []
         evaluate = self.config.evaluate
-        with torch.inference_mode():
-            for start in range(0, len(cells), PREDICT_BATCH):
-                batch, geometries = [], []
-                for cell in cells[start:start + PREDICT_BATCH]:
-                    try:
-                        pixels, geometry = frames.letterboxed(open_image(cell, base), self.image_size)
-                    except Exception as error:
-                        raise DataError(f"{describe_cell(cell, base)}: cannot read the image ({error})") from None
-                    batch.append(pixels)
-                    geometries.append(geometry)
-                tensor = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div_(255)
-                for (boxes, scores, class_ids), geometry in zip(
-                        detect_batch(self.model, tensor, self.image_size, evaluate.nms_iou), geometries):
-                    boxes = frames.from_letterbox(boxes, geometry)
-                    raw.append({"boxes": boxes, "scores": scores, "class_ids": class_ids,
-                                "width": geometry.original_width, "height": geometry.original_height})
-                    values.append(frames.detections_json(boxes, scores, class_ids, self.classes,
-                                                         evaluate.confidence_threshold))
-        return Prediction(np.array(values, dtype=object), classes=list(self.classes), notes={"detections": raw,
-                                                                           "confidence_threshold": evaluate.confidence_threshold})
+
+        def detect(images):
+            with torch.inference_mode():
+                return detect_batch(self.model, torch.from_numpy(images), self.image_size, evaluate.nms_iou)
+
+        return frames.predict_images(frame, IMAGE, self.image_size, detect, self.classes,
+                                     evaluate.confidence_threshold, PREDICT_BATCH)
 
     @property
     def input_columns(self):
