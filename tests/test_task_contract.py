@@ -20,7 +20,7 @@ def test_task_contract(task_name, kind, tmp_path):
                         name="contract", overrides=overrides)
     assert result.run.status()["status"] == "completed"
     assert result.metrics["rows"] > 0
-    new_rows = frame.drop(columns=[target], errors="ignore").head(25)  # chat: the answer lies inside the rows
+    new_rows = tasks.get(task_name).example_inputs(frame, target)
     before = result.model.predict_frame(new_rows)
     saved = result.model.save(tmp_path / "exported-model")
     for reloaded in (dojo.load(result.path), dojo.load(saved)):

@@ -106,7 +106,7 @@ def reading_encoding(reference: str | Path, runs_dir: str | Path = "runs") -> tu
 
 
 def _task_name(frame: pd.DataFrame, config: Config) -> str:
-    return config.task.name if config.task.name != "auto" else tasks.detect(frame, config.data.target)
+    return config.task.name if config.task.name != "auto" else tasks.detect(frame, config.data.target, config)
 
 
 def _task_frame(frame: pd.DataFrame, config: Config) -> tuple[type[tasks.Task], pd.DataFrame, Config]:
@@ -121,7 +121,7 @@ def _task_frame(frame: pd.DataFrame, config: Config) -> tuple[type[tasks.Task], 
         defaults["data.target"] = target
     if config.finetune.strategy == "auto":
         defaults["finetune.strategy"] = task_class.default_strategy
-    defaults.update(config.unchanged(task_class.setting_defaults))
+    defaults.update(config.unchanged({**task_class.setting_defaults, **frame.attrs.get("setting_defaults", {})}))
     return task_class, frame, config.with_overrides(defaults) if defaults else config
 
 
@@ -205,7 +205,11 @@ def require_enough_rows(prepared: Prepared, cv: int | None = None) -> None:
 def _split(prepared: Prepared):
     data, seed = prepared.config.data, prepared.config.train.seed
     groups = prepared.frame[data.group_column].astype(str).to_numpy() if data.group_column else None
-    labels, kind = tasks.get(prepared.task_name).split_labels(prepared.frame, prepared.y, prepared.kind)
+    task_class = tasks.get(prepared.task_name)
+    owned = task_class.split_rows(prepared.frame, prepared.y, prepared.config)
+    if owned is not None:
+        return owned
+    labels, kind = task_class.split_labels(prepared.frame, prepared.y, prepared.kind)
     return splits.split(labels, kind, validation_fraction=data.validation_fraction,
                         test_fraction=data.test_fraction, seed=seed, groups=groups,
                         has_validation=prepared.validation is not None, has_test=prepared.test is not None)

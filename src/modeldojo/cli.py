@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
     common.add_argument("--json", action="store_true", help="print a JSON result on stdout (for scripts)")
     common.add_argument("--runs-dir", default=None, help="folder holding run folders (default: runs)")
+    series = argparse.ArgumentParser(add_help=False)
+    timing = series.add_argument_group("time series (forecasting)")
+    timing.add_argument("--time", metavar="COLUMN", help="the timestamp column: forecast the target's future values")
+    timing.add_argument("--id", nargs="+", metavar="COLUMN", help="column(s) naming each series (store product)")
+    timing.add_argument("--horizon", type=int, metavar="H", help="steps to forecast (default: by frequency)")
     reading = argparse.ArgumentParser(add_help=False)
     reading.add_argument("--delimiter", help="CSV field delimiter (default: sniffed)")
     reading.add_argument("--encoding", help="text encoding of the data file (default: auto-detected: BOM, "
@@ -50,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     train = command("train", "Train, evaluate and save a model (data checks run first).",
                     "dojo train houses.csv --target Sale_Price\n  dojo train examples/ames.yaml train.seed=3\n"
                     "  dojo train reviews.csv --target score --strategy lora --epochs 2\n"
-                    "  dojo train photos/ --epochs 5          # a folder per class: photos/cat/*.jpg …",
-                    [reading])
+                    "  dojo train photos/ --epochs 5          # a folder per class: photos/cat/*.jpg …\n"
+                    "  dojo train sales.csv --target y --time ds --id store --horizon 28   # forecasting",
+                    [reading, series])
     train.add_argument("inputs", nargs="*", metavar="DATA|CONFIG [key=value ...]",
                        help="a data file or a YAML config, then optional overrides like train.seed=3")
     train.add_argument("--target", help="column to predict")
@@ -84,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     check = command("check", "Data-quality report before training: missing values, duplicates, ID-like and "
                     "constant columns, class balance, leakage, suspected label errors.",
                     "dojo check houses.csv --target Sale_Price --out checks.json\n"
-                    "  dojo check examples/digits.yaml             # the data a config trains on", [reading])
+                    "  dojo check examples/digits.yaml             # the data a config trains on\n"
+                    "  dojo check sales.csv --target y --time ds --id store   # series: gaps, duplicates, frequency",
+                    [reading, series])
     check.add_argument("inputs", nargs="+", metavar="DATA|CONFIG [key=value ...]",
                        help="a data file or folder, or a YAML config (its data settings), then optional overrides "
                             "like data.target=y")
@@ -110,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
                       "`dojo serve` (a run's ONNX export when it has one, else its own model).",
                       "dojo predict ames --data new_houses.csv --out predictions.csv\n"
                       "  dojo predict runs/reviews/export/onnx-int8 --data new_reviews.csv --out scored.jsonl\n"
-                      "  dojo predict shelves --data photos/ --out boxes.jsonl --draw annotated/",
+                      "  dojo predict shelves --data photos/ --out boxes.jsonl --draw annotated/\n"
+                      "  dojo predict sales --data history.csv --future prices.csv --out forecast.csv",
                       [reading])
     predict.add_argument("run", help="run name, run folder, model folder or export folder")
     predict.add_argument("--backend", default="auto", choices=["auto", "onnx", "native"],
@@ -118,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
                               "onnx: the export only; native: the run's own model")
     predict.add_argument("--data", required=True, help="CSV/TSV/JSONL/Parquet rows to predict, or a folder of images")
     predict.add_argument("--out", help="output file (.csv, .jsonl or .parquet); default: CSV on stdout")
+    predict.add_argument("--future", metavar="FILE", help="forecasting: rows of the steps to forecast with their "
+                         "known covariates (prices, holidays), appended to --data")
     predict.add_argument("--draw", metavar="FOLDER", help="detection: also write each image with its predicted boxes "
                                                           "drawn into FOLDER")
 

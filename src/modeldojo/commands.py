@@ -21,7 +21,10 @@ def _runs_dir(args, config: Config | None = None) -> str:
 
 
 def _reading_overrides(args) -> dict:
-    pairs = {}
+    """Settings of how to read the data: --delimiter, --encoding, and the series layout (--time, --id, --horizon)."""
+    pairs = {"forecast.time_column": getattr(args, "time", None), "forecast.id_columns": getattr(args, "id", None),
+             "forecast.horizon": getattr(args, "horizon", None)}
+    pairs = {key: value for key, value in pairs.items() if value is not None}
     if getattr(args, "delimiter", None):
         pairs["data.delimiter"] = args.delimiter.encode().decode("unicode_escape")  # lets users type \t
     if getattr(args, "encoding", None):
@@ -181,11 +184,14 @@ def predict(args, out) -> int:
 
     predictor = open_predictor(args.run, _runs_dir(args), backend=args.backend)
     frame = _read_for_run(args, out, args.data)
+    if getattr(args, "future", None):  # the steps to forecast, after the history rows
+        frame = _with_future(frame, _read_for_run(args, out, args.future))
     prediction = predictor.predict(read_rows(predictor, frame))
     for column, count in prediction.notes.get("unseen_categories", {}).items():
         out.say(f"[yellow]![/] column {escape(repr(column))}: {count} value(s) never seen in training, "
                 "treated as missing")
-    table = pd.concat([frame.reset_index(drop=True), prediction.to_frame()], axis=1)
+    table = prediction.table if prediction.table is not None else \
+        pd.concat([frame.reset_index(drop=True), prediction.to_frame()], axis=1)
     if getattr(args, "draw", None):
         from . import tasks
 
@@ -199,6 +205,13 @@ def predict(args, out) -> int:
     out.result({"rows": len(table), "out": args.out, "notes": prediction.notes,
                 "predictions": None if args.out else table["prediction"].tolist()})
     return 0
+
+
+def _with_future(history: pd.DataFrame, future: pd.DataFrame) -> pd.DataFrame:
+    """History rows then the future rows, their file lines kept for error messages."""
+    frame = pd.concat([history, future], ignore_index=True)
+    frame.attrs = {key: value for key, value in history.attrs.items() if key != "lines"}
+    return frame
 
 
 def export(args, out) -> int:

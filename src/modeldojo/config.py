@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from .config_fields import Group, describe, setting
+from .config_forecast import ForecastConfig
 from .errors import ConfigError
 
 
@@ -77,10 +78,10 @@ class TaskConfig(Group):
     section = "task"
     name: str = setting("auto", "Registered task name (tabular, …); auto = chosen from the data.")
     kind: Literal["auto", "regression", "binary", "multiclass", "multilabel", "generation",
-                  "detection"] = setting(
+                  "detection", "forecast"] = setting(
         "auto", "Prediction kind; auto = inferred from the target column (multilabel when its cells are lists, "
                 "e.g. JSON arrays; set multilabel for delimited strings, see data.label_separator); generation = "
-                "the chat task's answers; detection = boxes with classes.")
+                "the chat task's answers; detection = boxes with classes; forecast = future values of time series.")
 
 
 @dataclass
@@ -246,6 +247,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     run: RunConfig = field(default_factory=RunConfig)

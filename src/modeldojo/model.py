@@ -94,7 +94,9 @@ class Model:
         frame = data if isinstance(data, pd.DataFrame) and "source" in data.attrs else tasks.read(data)
         frame = self._normalize(frame)
         readers.require_columns(readers.source_name(frame), frame.columns, self.features)
-        return self._fitted().predict(frame[self.features])
+        task = self._fitted()
+        history = [self.target] if task.reads_history and self.target in frame.columns else []
+        return task.predict(frame[self.features + history])
 
     def _normalize(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows in the task's own form (a chat model reads any chat layout), their cells normalised as the

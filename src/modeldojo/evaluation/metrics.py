@@ -11,7 +11,8 @@ from ..data.target import DEFAULT_SEPARATOR, label_matrix, label_sets
 
 PRIMARY = {"regression": "r2", "binary": "roc_auc", "multiclass": "accuracy", "multilabel": "f1_micro"}
 # Metrics where lower is better (for comparisons in `dojo runs` and promotions later).
-LOWER_IS_BETTER = {"rmse", "mae", "mape", "log_loss", "rmse_log", "hamming_loss", "loss", "perplexity"}
+LOWER_IS_BETTER = {"rmse", "mae", "mape", "log_loss", "rmse_log", "hamming_loss", "loss", "perplexity", "mase", "smape",
+                   "wape"}
 
 
 def compute(kind: str, y_true, values, probabilities: np.ndarray | None = None,

@@ -47,7 +47,8 @@ class Predictor:
 
         if isinstance(self.model, ExportedModel):
             return self.model.predict(rows)
-        return self.predict(pd.DataFrame.from_records(rows, columns=self.features))
+        frame = pd.DataFrame.from_records(rows)  # the features, and a target where the task reads history
+        return self.predict(frame.reindex(columns=list(dict.fromkeys([*self.features, *frame.columns]))))
 
     def example_records(self, rows: int) -> list[dict[str, Any]]:
         """Rows to warm the model up with (the first calls allocate and pick kernels)."""

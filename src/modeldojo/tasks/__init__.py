@@ -44,8 +44,12 @@ def read(source, **options):
     return readers.read(source, **options)
 
 
-def detect(frame, target) -> str:
-    """The registered task that claims the data most strongly."""
+def detect(frame, target, config=None) -> str:
+    """The registered task that claims the data most strongly (or the one the config's settings ask for)."""
     load_all()
+    if config is not None:
+        for name in TASKS:
+            if TASKS.get(name).claims(config):
+                return name
     scores = {name: TASKS.get(name).detect(frame, target) for name in TASKS}
     return max(scores, key=scores.get)

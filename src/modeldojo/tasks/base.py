@@ -36,12 +36,19 @@ class Prediction:
     probabilities: np.ndarray | None = None  # shape (rows, classes), columns in `classes` order
     classes: list[str] | None = None
     notes: dict[str, Any] = field(default_factory=dict)  # e.g. unseen categories counted per column
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # more output columns per row (quantiles)
+    # The whole output table when the answers are not one per input row (a forecast of the steps after the
+    # history given): `dojo predict` writes it instead of the input rows beside their predictions.
+    table: pd.DataFrame | None = None
+    context: dict[str, Any] = field(default_factory=dict)  # per-row values the task's scores read, never written
 
     def to_frame(self) -> pd.DataFrame:
         frame = pd.DataFrame({"prediction": self.values})
         if self.probabilities is not None:
             for index, name in enumerate(self.classes):
                 frame[f"probability_{name}"] = self.probabilities[:, index]
+        for name, values in self.columns.items():
+            frame[name] = values
         return frame
 
 
@@ -53,6 +60,9 @@ class Task(ABC):
     row_label_checks: ClassVar[bool] = True  # whether the table-model label-error check makes sense
     # A neural task trains with torch (tuning shares torch's threads between its workers).
     neural: ClassVar[bool] = False
+    # Prediction rows may carry the target: rows that have it are history the model conditions on (forecasting),
+    # so predict() receives the target column beside the features when it is present.
+    reads_history: ClassVar[bool] = False
     # How a served model of this task reads requests and writes answers (serving/ calls only this).
     codec: ClassVar[type[Codec]] = Codec
     # finetune.strategy "auto" becomes this (the neural tasks' fine-tuning default).
@@ -86,6 +96,18 @@ class Task(ABC):
     def example(cls, kind: str, seed: int = 0) -> tuple[pd.DataFrame, str, dict[str, Any]]:
         """A small synthetic dataset, its target column and config overrides (e.g. a tiny model)
         that make it train in seconds: used by the task contract test."""
+
+    @classmethod
+    def claims(cls, config: Config) -> bool:
+        """True when the config asks for this task by a setting only it reads (forecast.time_column): task auto
+        then takes it whatever the data looks like."""
+        return False
+
+    @classmethod
+    def example_inputs(cls, frame: pd.DataFrame, target: str) -> pd.DataFrame:
+        """Rows a model trained on `example()` data predicts in the contract test (chat: the answer lies inside
+        the rows, so the target column may be absent)."""
+        return frame.drop(columns=[target], errors="ignore").head(25)
 
     @classmethod
     def read_source(cls, path: Path) -> pd.DataFrame | None:
@@ -127,6 +149,12 @@ class Task(ABC):
         from ..data.target import target_values
 
         return target_values(frame, target, kind, separator)
+
+    @classmethod
+    def split_rows(cls, frame: pd.DataFrame, y: pd.Series, config: Config):
+        """(train, validation, test) row positions when the task owns its split (forecasting: the last horizon of
+        each series is the test, never a random sample); None = the shared random / stratified split."""
+        return None
 
     @classmethod
     def split_labels(cls, frame: pd.DataFrame, y: pd.Series, kind: str) -> tuple[pd.Series, str]:
