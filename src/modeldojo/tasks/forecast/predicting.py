@@ -61,6 +61,8 @@ def forecast_rows(task, frame: pd.DataFrame) -> Prediction:
         columns[q] = np.full(len(frame), np.nan)
         columns[q][positions] = rows[q].to_numpy(dtype=float)
     table = frame.iloc[positions].reset_index(drop=True).drop(columns=[layout.target], errors="ignore")
+    keys = [*layout.ids, layout.time]  # the series' keys and time first, as in a generated forecast
+    table = table[[*keys, *[c for c in table.columns if c not in keys]]]
     table["prediction"] = values[positions]
     for q in quantiles:
         table[q] = columns[q][positions]
