@@ -20,10 +20,10 @@ from .data import balance, checks as checks_module, normalize as cells, splits
 from .data.images import base_folder  # (data.checks imports it anyway)
 from .data.target import require_column
 from .environment import describe as describe_environment
-from .errors import ConfigError, DataError, NotFoundError
+from .errors import ConfigError, DataError
 from .evaluation import card, metrics as metrics_module, report
 from .model import Model
-from .runs import Run
+from .runs import Run, reading_encoding  # noqa: F401 (api.reading_encoding is public)
 
 # Keyword shortcuts accepted by train()/check() in Python, mapped to config keys.
 SHORTCUTS = {"task": "task.name", "kind": "task.kind", "model": "model.name", "name": "run.name",
@@ -86,23 +86,6 @@ def resolve_config(data=None, target=None, config: Config | str | Path | None = 
 def _read(source, config: Config, prefer: str | None = None) -> pd.DataFrame:
     return tasks.read(source, format=config.data.format, delimiter=config.data.delimiter,
                       encoding=config.data.encoding, prefer=prefer)
-
-
-def reading_encoding(reference: str | Path, runs_dir: str | Path = "runs") -> tuple[str, str | None]:
-    """(encoding, prefer) for reading a new file for a run when no --encoding is given.
-
-    An encoding set explicitly at training is reused as is. A detected one is only the preference: each file
-    is detected again (its own BOM or UTF-8 proves more than the training file did), the run's encoding
-    breaking cp932/euc_jp ties and tried before guessing a Western code page. Runs older than this
-    record (and export folders) give ("auto", None).
-    """
-    try:
-        facts = Run.open(reference, runs_dir).read_json("data.json") or {}
-    except NotFoundError:
-        return "auto", None
-    if facts.get("encoding") and not facts.get("encoding_detected"):
-        return facts["encoding"], None
-    return "auto", facts.get("encoding")
 
 
 def _task_name(frame: pd.DataFrame, config: Config) -> str:
@@ -356,8 +339,8 @@ def evaluate(reference: str | Path, data=None, *, cv: int | None = None, runs_di
             require_column(frame, target, "target")
             y = task_class.target_values(frame, target, kind, config.data.label_separator)
         bus.emit(ev.STAGE, name="evaluate", detail=f"{int(y.notna().sum())} rows")
-        scores, prediction, frame, y = _score(task_class, model.predict_frame, frame, y, kind,
-                                              config.data.label_separator)
+        scores, prediction, frame, y = _score(task_class, lambda rows: model.predict_frame(rows[model.features]),
+                                              frame, y, kind, config.data.label_separator)
         actual, predicted = y.to_numpy(), prediction.values
         worst = task_class.worst(frame[model.features], kind, y, prediction, config.evaluate.worst_examples,
                                  config.data.label_separator)
@@ -374,6 +357,8 @@ def evaluate(reference: str | Path, data=None, *, cv: int | None = None, runs_di
 def cross_validate(prepared: Prepared, k: int, bus: ev.EventBus) -> dict[str, Any]:
     """k-fold (stratified / grouped as configured): fit a fresh model per fold, score on the held-out fold."""
     data, seed = prepared.config.data, prepared.config.train.seed
+    if tasks.get(prepared.task_name).no_cross_validation:
+        raise ConfigError(f"--cv: {tasks.get(prepared.task_name).no_cross_validation}")
     groups = prepared.frame[data.group_column].astype(str).to_numpy() if data.group_column else None
     table = []
     for number, (train_rows, test_rows) in enumerate(splits.folds(prepared.y, prepared.kind, k, seed=seed,

@@ -238,3 +238,20 @@ def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
                      "kind": status.get("kind"), "learner": status.get("learner"),
                      "started": status.get("started"), "metrics": run.read_json("metrics.json") or {}})
     return rows
+
+
+def reading_encoding(reference: str | Path, runs_dir: str | Path = "runs") -> tuple[str, str | None]:
+    """(encoding, prefer) for reading a new file for a run when no --encoding is given.
+
+    An encoding set explicitly at training is reused as is. A detected one is only the preference: each file
+    is detected again (its own BOM or UTF-8 proves more than the training file did), the run's encoding
+    breaking cp932/euc_jp ties and tried before guessing a Western code page. Runs older than this
+    record (and export folders) give ("auto", None).
+    """
+    try:
+        facts = Run.open(reference, runs_dir).read_json("data.json") or {}
+    except NotFoundError:
+        return "auto", None
+    if facts.get("encoding") and not facts.get("encoding_detected"):
+        return facts["encoding"], None
+    return "auto", facts.get("encoding")

@@ -63,6 +63,8 @@ class Task(ABC):
     # Prediction rows may carry the target: rows that have it are history the model conditions on (forecasting),
     # so predict() receives the target column beside the features when it is present.
     reads_history: ClassVar[bool] = False
+    # Why k-fold cross-validation does not apply to this task (`--cv K` refuses with it); None = it does.
+    no_cross_validation: ClassVar[str | None] = None
     # How a served model of this task reads requests and writes answers (serving/ calls only this).
     codec: ClassVar[type[Codec]] = Codec
     # finetune.strategy "auto" becomes this (the neural tasks' fine-tuning default).

@@ -32,6 +32,8 @@ class ForecastTask(Task):
     supported_kinds = ("forecast",)
     row_label_checks = False
     reads_history = True
+    no_cross_validation = ("a forecast is validated by its rolling-origin backtest (forecast.backtest_windows, "
+                           "in the run's report), never by random folds")
     codec = ForecastCodec
     export_formats = ("forecast",)
     onnx_shared_parity = False
