@@ -59,20 +59,28 @@ def test_the_test_split_is_each_series_last_horizon(tmp_path):
 
 
 def test_backtest_windows_never_see_rows_after_their_cutoff():
+    from modeldojo.tasks.forecast.task import future_steps
+
     frame = sales(months=48).rename(columns={"store": "unique_id"})
     frame["ds"] = pd.to_datetime(frame["ds"])
     spec = models.Spec("MS", 12, 6)
+    future = future_steps(frame, "MS", 6)
     for name in ("seasonal_naive", "theta", "ets", "lightgbm"):
-        clean = models.backtest(name, frame, spec, windows=3, step=6)
-        for cutoff in sorted(clean["cutoff"].unique()):
-            # wreck every row after this window's cutoff: the window's forecasts must not move
-            spoiled = frame.copy()
-            spoiled.loc[spoiled["ds"] > cutoff, "y"] = 1e6
-            window = models.backtest(name, spoiled, spec, windows=3, step=6)
-            mine = clean[clean["cutoff"] == cutoff].reset_index(drop=True)
-            theirs = window[window["cutoff"] == cutoff].reset_index(drop=True)
-            np.testing.assert_allclose(mine[name], theirs[name], rtol=1e-9, err_msg=f"{name} at {cutoff}")
-            assert (mine["ds"] > cutoff).all()
+        for steps in (None, future):  # with the extra window after the history (placeholder targets) too
+            clean, ahead = models.backtest(name, frame, spec, windows=3, step=6, future=steps)
+            assert (ahead is None) == (steps is None)
+            for cutoff in sorted(clean["cutoff"].unique()):
+                # wreck every row after this window's cutoff: the window's forecasts must not move
+                spoiled = frame.copy()
+                spoiled.loc[spoiled["ds"] > cutoff, "y"] = 1e6
+                window = models.backtest(name, spoiled, spec, windows=3, step=6, future=steps)[0]
+                mine = clean[clean["cutoff"] == cutoff].reset_index(drop=True)
+                theirs = window[window["cutoff"] == cutoff].reset_index(drop=True)
+                np.testing.assert_allclose(mine[name], theirs[name], rtol=1e-9, err_msg=f"{name} at {cutoff}")
+                assert (mine["ds"] > cutoff).all() and len(mine) == 18
+            if ahead is not None:  # the forecast after the history: the next 6 months of each series
+                assert len(ahead) == 18 and ahead["ds"].min() == pd.Timestamp("2023-01-01")
+                assert np.isfinite(ahead[name]).all()
 
 
 def test_quantiles_are_monotone_and_predict_forecasts_from_new_history(tmp_path):
@@ -146,3 +154,18 @@ def test_greedy_ensemble_weights_prefer_the_better_model():
                           "good": [1.1, 2.1, 2.9, 4.0], "bad": [3.0, 0.0, 5.0, 1.0]})
     weights = engine.greedy_ensemble(table, ["good", "bad"])
     assert weights == {"good": 1.0}
+
+
+def test_japanese_cp932_file_with_japanese_months(tmp_path):
+    frame = sales()
+    months = pd.to_datetime(frame["ds"])
+    japanese = pd.DataFrame({"年月": [f"{m.year}年{m.month}月" for m in months],
+                             "店舗": frame["store"].map({"a": "東京", "b": "大阪", "c": "名古屋"}), "売上": frame["y"]})
+    path = tmp_path / "売上.csv"
+    japanese.to_csv(path, index=False, encoding="cp932")
+    result = dojo.train(str(path), target="売上", runs_dir=str(tmp_path), tracking=False, name="uriage",
+                        overrides={"forecast.time_column": "年月", "forecast.id_columns": ["店舗"],
+                                   "forecast.horizon": 6, **QUICK})
+    assert result.metrics["series"] == 3
+    table = result.model.predict_frame(pd.DataFrame({"店舗": ["東京"], "年月": ["2024年1月"]}))
+    assert np.isfinite(table.values).all()

@@ -118,14 +118,16 @@ class Fitted:
     offsets: pd.DataFrame  # conformal_offsets
     skipped: dict[str, str] = field(default_factory=dict)  # candidate → why it was not tried
     seconds: dict[str, float] = field(default_factory=dict)
+    future: pd.DataFrame | None = None  # unique_id, ds, <candidates>: their forecasts after the whole history
 
 
 def select(frame: pd.DataFrame, spec: forecast_models.Spec, candidates: list[str], windows: int, step: int,
            quantiles: list[float], time_budget: float = 0,
-           progress: Callable[[str, int, int], None] | None = None) -> Fitted:
+           progress: Callable[[str, int, int], None] | None = None, future: pd.DataFrame | None = None) -> Fitted:
     """Backtest every candidate (cheapest first; later ones are skipped once `time_budget` seconds are spent),
-    then choose the ensemble and calibrate its quantiles."""
-    started, tables, seconds, skipped = time.perf_counter(), {}, {}, {}
+    then choose the ensemble and calibrate its quantiles. With `future` (the next horizon's rows, see
+    models.backtest) each candidate's forecast after the whole history comes from the same pass."""
+    started, tables, seconds, skipped, futures = time.perf_counter(), {}, {}, {}, {}
     for number, name in enumerate(candidates):
         if time_budget and tables and time.perf_counter() - started > time_budget:
             skipped[name] = f"time budget of {time_budget:g} s spent"
@@ -133,7 +135,7 @@ def select(frame: pd.DataFrame, spec: forecast_models.Spec, candidates: list[str
         if progress:
             progress(name, number, len(candidates))
         begun = time.perf_counter()
-        tables[name] = forecast_models.backtest(name, frame, spec, windows, step)
+        tables[name], futures[name] = forecast_models.backtest(name, frame, spec, windows, step, future)
         seconds[name] = round(time.perf_counter() - begun, 2)
     names = list(tables)
     table = tables[names[0]].drop(columns=names[0])
@@ -152,7 +154,12 @@ def select(frame: pd.DataFrame, spec: forecast_models.Spec, candidates: list[str
     step_index = table.groupby(["unique_id", "cutoff"], sort=False).cumcount().to_numpy() + 1
     for column in offsets.columns:
         table[column] = table["ensemble"] + offsets[column].reindex(step_index).to_numpy() * table["scale"]
-    return Fitted(weights, scores, table, offsets, skipped, seconds)
+    forecasts = None
+    if future is not None:
+        forecasts = future[["unique_id", "ds"]]
+        for name in weights:
+            forecasts = forecasts.merge(futures[name], on=["unique_id", "ds"], how="left")
+    return Fitted(weights, scores, table, offsets, skipped, seconds, forecasts)
 
 
 def final_forecast(history: pd.DataFrame, spec: forecast_models.Spec, weights: dict[str, float],
@@ -163,6 +170,12 @@ def final_forecast(history: pd.DataFrame, spec: forecast_models.Spec, weights: d
     for name in weights:
         forecast = forecast_models.forecast(name, history, spec, future)
         result = forecast if result is None else result.merge(forecast, on=["unique_id", "ds"], how="outer")
+    return assemble(result, history, spec, weights, offsets)
+
+
+def assemble(result: pd.DataFrame, history: pd.DataFrame, spec: forecast_models.Spec, weights: dict[str, float],
+             offsets: pd.DataFrame) -> pd.DataFrame:
+    """The members' forecasts (unique_id, ds, <members>) → step, weighted prediction, conformal quantiles."""
     result = result.sort_values(["unique_id", "ds"]).reset_index(drop=True)
     result["step"] = result.groupby("unique_id", sort=False).cumcount() + 1
     result["prediction"] = combine(result, weights)

@@ -109,9 +109,31 @@ def _columns(frame: pd.DataFrame, spec: Spec, known: bool = True) -> pd.DataFram
     return frame[[column for column in keep if column in frame.columns]]
 
 
-def backtest(name: str, frame: pd.DataFrame, spec: Spec, windows: int, step: int) -> pd.DataFrame:
-    """Rolling-origin forecasts: unique_id, ds, cutoff, y, <name>. Each window's forecasts come from rows before its
-    cutoff only (cutoffs counted back from each series' own end, as statsforecast and mlforecast both do)."""
+def backtest(name: str, frame: pd.DataFrame, spec: Spec, windows: int, step: int,
+             future: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Rolling-origin forecasts: (unique_id, ds, cutoff, y, <name>; the forecast after the whole history or None).
+
+    Each window's forecasts come from rows up to its cutoff only (cutoffs counted back from each series' own end,
+    as statsforecast and mlforecast both do). With `future` (unique_id, ds and any known covariates of the next
+    horizon; needs step >= horizon), those rows join the data as one more window whose cutoff is the end of the
+    history, with placeholder targets no window ever trains on: the final forecast then comes from the same fit
+    as the backtest (statsforecast: the parameters fitted at the first cutoff, carried forward) instead of a
+    second full fit, which halved the time of AutoETS on aus_retail."""
+    if future is not None:
+        ends = frame.groupby("unique_id", sort=False)["ds"].max()
+        last = frame.groupby("unique_id", sort=False)["y"].last()
+        placeholders = future.assign(y=future["unique_id"].map(last).to_numpy())
+        frame = pd.concat([frame, placeholders[[c for c in frame.columns if c in placeholders.columns]]],
+                          ignore_index=True).sort_values(["unique_id", "ds"], kind="stable").reset_index(drop=True)
+        windows += 1
+    result = _backtest(name, frame, spec, windows, step)[["unique_id", "ds", "cutoff", "y", name]]
+    if future is None:
+        return result, None
+    final = result["cutoff"].to_numpy() == result["unique_id"].map(ends).to_numpy()  # the window that starts at the history's end
+    return result[~final].reset_index(drop=True), result.loc[final, ["unique_id", "ds", name]].reset_index(drop=True)
+
+
+def _backtest(name: str, frame: pd.DataFrame, spec: Spec, windows: int, step: int) -> pd.DataFrame:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if name == "lightgbm":
@@ -124,7 +146,7 @@ def backtest(name: str, frame: pd.DataFrame, spec: Spec, windows: int, step: int
             # windows' observations, as its forecasts would be in production between refits (3x faster for ETS).
             result = _statsforecast([name], spec).cross_validation(
                 h=spec.horizon, df=data, n_windows=windows, step_size=step, refit=False)
-    return result[["unique_id", "ds", "cutoff", "y", name]]
+    return result
 
 
 def forecast(name: str, history: pd.DataFrame, spec: Spec, future: pd.DataFrame | None) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import pandas as pd
 from ...evaluation import plots
 from ...evaluation.report import _image, _table
 from .metrics import per_series
+from .series import parse_times
 
 
 def backtest_section(task) -> str:
@@ -52,7 +53,7 @@ def sections(task, frame: pd.DataFrame, y: pd.Series, prediction) -> list[tuple[
                        np.asarray(prediction.context["scale"], dtype=float), levels)
     ranked = table.sort_values("mase")
     time = task.layout.time
-    test = pd.DataFrame({"unique_id": series, "ds": pd.to_datetime(frame[time]).to_numpy(),
+    test = pd.DataFrame({"unique_id": series, "ds": parse_times(frame[time]).to_numpy(),
                          "y": y.to_numpy(dtype=float), "prediction": prediction.values})
     if levels:
         test["low"], test["high"] = levels[min(levels)], levels[max(levels)]

@@ -46,9 +46,26 @@ def parse_times(values: pd.Series) -> pd.Series:
             except (ValueError, TypeError):
                 converted = pd.to_datetime(text[rest], errors="coerce", utc=True)
             parsed[rest] = converted.dt.tz_convert(None).to_numpy()
+        unread = rest & parsed.isna()
+        if unread.any():  # Japanese dates: 2024年1月5日, 令和6年1月5日, R6.1.5, and months 2024年1月
+            parsed[unread] = text[unread].map(_japanese_date).astype("datetime64[ns]")
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_convert(None)
     return parsed.astype("datetime64[ns]")
+
+
+_YEAR_MONTH = re.compile(r"^\s*(\d{4})\s*年\s*(\d{1,2})\s*月\s*$")
+
+
+def _japanese_date(text: str):
+    from ...data.normalize import fold, read_date
+
+    folded = fold(text)
+    month = _YEAR_MONTH.match(folded)
+    if month and 1 <= int(month[2]) <= 12:
+        return pd.Timestamp(int(month[1]), int(month[2]), 1)
+    found = read_date(folded)
+    return pd.Timestamp(found[0]) if found else pd.NaT
 
 
 def find_time_column(frame: pd.DataFrame) -> str | None:

@@ -139,14 +139,26 @@ class ForecastTask(Task):
             events.emit(ev.STAGE, name="backtest", detail=f"{name} ({done + 1}/{total})")
             events.emit(ev.PROGRESS, name="backtest models", completed=done, total=total)
 
-        fitted = engine.select(long[sizes >= needed], self._spec(), candidates, settings.backtest_windows, step,
-                               list(settings.quantiles), settings.time_budget, progress)
+        scored = long[sizes >= needed]
+        # The forecast after the history comes out of the backtest's own pass where the future inputs are ours
+        # (none, or holidays) and the windows do not overlap it (models.backtest).
+        future = self._own_future(scored, layout.horizon, steps_only=True) \
+            if self._future_known_by_us() and step >= layout.horizon else None
+        fitted = engine.select(scored, self._spec(), candidates, settings.backtest_windows, step,
+                               list(settings.quantiles), settings.time_budget, progress, future)
         self._require_covariates_read(fitted.weights)
         self.weights, self.offsets, self.backtest, self.history = fitted.weights, fitted.offsets, fitted.backtest, long
-        events.emit(ev.STAGE, name="forecast", detail="fitting the chosen models on the whole history")
         if self._future_known_by_us():
-            self.stored = engine.final_forecast(long, self._spec(), fitted.weights, fitted.offsets,
-                                               self._own_future(long, layout.horizon))
+            parts = []
+            if fitted.future is not None:
+                parts.append(engine.assemble(fitted.future, scored, self._spec(), self.weights, self.offsets))
+            rest = long[~long["unique_id"].isin(set(fitted.future["unique_id"]))] if fitted.future is not None \
+                else long
+            if len(rest):  # series too short for the backtest, or no shared pass: fitted on their own
+                events.emit(ev.STAGE, name="forecast", detail="fitting the chosen models on the whole history")
+                parts.append(engine.final_forecast(rest, self._spec(), self.weights, self.offsets,
+                                                   self._own_future(rest, layout.horizon)))
+            self.stored = pd.concat(parts, ignore_index=True)
         self.facts = {"frequency": layout.frequency, "season_length": layout.season_length,
                       "horizon": layout.horizon, "series": int(long["unique_id"].nunique()),
                       "backtest_windows": settings.backtest_windows, "backtest_step": step,
@@ -165,12 +177,13 @@ class ForecastTask(Task):
         """The future covariates are ours to compute (none, or only the holiday calendar)."""
         return all(column == series_module.HOLIDAY for column in self.layout.known)
 
-    def _own_future(self, history: pd.DataFrame, horizon: int) -> pd.DataFrame | None:
-        """The forecast steps' rows (unique_id, ds, holiday) when the holiday covariate is the only known one."""
-        if not self.layout.known:
+    def _own_future(self, history: pd.DataFrame, horizon: int, steps_only: bool = False) -> pd.DataFrame | None:
+        """The forecast steps' rows (unique_id, ds, and holiday when the holiday covariate is the only known
+        one); None when the models need no future inputs (unless `steps_only`)."""
+        if not self.layout.known and not steps_only:
             return None
         steps = future_steps(history, self.layout.frequency, horizon)
-        return series_module.add_holidays(steps, self.layout)
+        return series_module.add_holidays(steps, self.layout) if self.layout.known else steps
 
     # -- predicting ----------------------------------------------------------------------
     def predict(self, frame):
