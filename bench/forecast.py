@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from forecast_peers import load_dataset, score_backtest  # noqa: E402
+from forecast_peers import load_dataset, score_backtest, statsforecast_backtest, statsforecast_models  # noqa: E402
 
 from modeldojo import api  # noqa: E402
 
@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=3)
     parser.add_argument("--peers", help="forecast_peers.py's JSON, for the comparison table")
     parser.add_argument("--out", default="bench-forecast.json")
+    parser.add_argument("--models", nargs="+", help="forecast.models for ours (default: its zero-config choice)")
     args = parser.parse_args()
     peers = json.loads(Path(args.peers).read_text()) if args.peers else {}
     report = {}
@@ -86,8 +87,11 @@ def main() -> None:
         if name == "vic_elec_daily":
             report[name] = covariate_comparison(frame, freq, horizon, season, args.windows)
             continue
-        forecasts, seconds, facts = ours(frame, freq, horizon, args.windows)
-        baseline = _peer(peers, name, "SeasonalNaive")
+        # seasonal naive, scored here too: the reference of the geometric-mean ratio (same windows, same scorer)
+        naive = statsforecast_backtest(frame, statsforecast_models(season)["SeasonalNaive"], freq, horizon)[0]
+        baseline = score_backtest(frame, naive, season)
+        settings = {"forecast.models": args.models} if args.models else {}
+        forecasts, seconds, facts = ours(frame, freq, horizon, args.windows, settings)
         scores = score_backtest(frame, forecasts, season, baseline)
         scores.pop("per_series_mase")
         report[name] = {"modeldojo": {**scores, "wall_seconds": round(sum(seconds), 1),
@@ -111,15 +115,8 @@ def covariate_comparison(frame, freq, horizon, season, windows) -> dict:
     return out
 
 
-def _peer(peers: dict, dataset: str, system: str) -> dict | None:
-    entry = peers.get(dataset, {}).get("systems", peers.get(dataset, {}))
-    found = entry.get(system) if isinstance(entry, dict) else None
-    return found if isinstance(found, dict) and "per_series_mase" in found else None
-
-
 def print_comparison(name: str, mine: dict, peers: dict) -> None:
-    entry = peers.get(name, {})
-    systems = entry.get("systems", entry) if isinstance(entry, dict) else {}
+    systems = peers.get("datasets", {}).get(name, {}).get("systems", {})
     rows = [(system, values) for system, values in systems.items() if isinstance(values, dict)
             and "mean_mase" in values] + [("modeldojo (zero-config)", mine)]
     print(f"{'system':<28} {'mean MASE':>10} {'gmean rel SN':>13} {'cover80':>8} {'wall s':>8}")
@@ -128,7 +125,7 @@ def print_comparison(name: str, mine: dict, peers: dict) -> None:
         wall = values.get("wall_seconds")
         print(f"{system:<28} {values['mean_mase']:>10.3f} {gmean if gmean is None else round(gmean, 3)!s:>13} "
               f"{coverage if coverage is None else round(coverage, 3)!s:>8} {wall if wall is None else round(wall, 1)!s:>8}")
-    best = {system: values for system, values in rows if system.lower().startswith("autogluon")}
+    best = {system: values for system, values in rows if system.startswith("AutoGluon")}
     for system, values in best.items():
         if values.get("wall_seconds"):
             print(f"  vs {system}: MASE {mine['mean_mase'] - values['mean_mase']:+.3f}, wall time ratio "

@@ -123,3 +123,52 @@ def test_kserve_v2_with_tritonclient_and_schemathesis(run):
         finished = subprocess.run(command, capture_output=True, text=True, timeout=300,
                                   env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"}, cwd=folder)
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-2000:]
+
+
+def test_a_forecast_does_not_depend_on_the_other_series_asked_for(tmp_path):
+    import modeldojo as dojo
+
+    frame, target, _ = tasks.get("forecast").example("forecast")
+    result = dojo.train(frame, target=target, runs_dir=str(tmp_path), tracking=False, name="global", overrides={
+        "forecast.time_column": "month", "forecast.id_columns": ["store"], "forecast.horizon": 6,
+        "forecast.backtest_windows": 2, "forecast.models": ["lightgbm"]})
+    steps = ["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01", "2024-05-01", "2024-06-01", "2024-07-01"]
+    alone = result.model.predict_frame(pd.DataFrame({"store": "north", "month": steps})).values
+    together = result.model.predict_frame(pd.DataFrame({"store": ["north"] * 7 + ["east"] * 7,
+                                                        "month": steps * 2})).values[:7]
+    np.testing.assert_allclose(alone, together, rtol=1e-12)  # step 7 is past the stored horizon: a refit
+    short = frame[frame["store"] == "east"].tail(3)
+    with pytest.raises(Exception, match="history row"):
+        result.model.predict_frame(short)
+
+
+def test_requests_with_history_are_never_batched_together(run):
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder, frame = run
+    plain = [{"store": "east", "month": "2024-01-01"}]
+    # another client's history for the same series: flat zeros, which would change a shared batch's forecast
+    other = [{"store": "east", "month": row["month"], "sales": 0.0} for row in frame[frame["store"] == "east"]
+             .to_dict("records")] + [{"store": "east", "month": "2024-01-01"}]
+    with running(create_app(lambda: open_predictor("sales", folder / "runs"))) as url:
+        expected = httpx.post(url + "/predict", json={"inputs": plain}).json()["predictions"][0]["value"]
+        with ThreadPoolExecutor(8) as pool:
+            calls = [pool.submit(httpx.post, url + "/predict", json={"inputs": body}, timeout=60)
+                     for _ in range(6) for body in (plain, other)]
+            answers = [call.result().json()["predictions"] for call in calls]
+    assert all(answer[0]["value"] == expected for answer in answers[::2])
+
+
+def test_quantize_tune_and_id_overrides(run, capsys):
+    folder, _ = run
+    from modeldojo.errors import ConfigError
+
+    assert main(["export", "sales", "--runs-dir", str(folder / "runs"), "--quantize", "int8"]) == ConfigError.exit_code
+    assert "no weights to quantize" in capsys.readouterr().err
+    assert main(["tune", str(folder / "sales.csv"), "forecast.time_column=month", "forecast.id_columns=[store]",
+                 "forecast.horizon=6", "tracking.enabled=false",
+                 "--target", "sales", "--runs-dir", str(folder / "runs")]) == ConfigError.exit_code
+    assert "already searches its models" in capsys.readouterr().err
+    # overrides typed after --id's columns are overrides, not more id columns
+    assert main(["check", str(folder / "sales.csv"), "--target", "sales", "--time", "month", "--horizon", "6", "--id", "store",
+                 "forecast.fill_gaps=error", "--json"]) == 0

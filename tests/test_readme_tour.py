@@ -44,6 +44,8 @@ SKIPPED = {
                                              "small data/faq.jsonl and data/faq_questions.jsonl instead",
     ".venv/bin/python examples/detection_digits.py data/boxes --images 240": "writes 240 canvases into the "
         "repository's data/; the test writes 16 small ones with the same generator instead",
+    ".venv/bin/python examples/forecast_sales.py data/sales.csv --future data/sales_future.csv": "writes into the "
+        "repository's data/; the test writes the same two files with the same generator instead",
     "dojo serve boxes": "a server that runs until stopped (tests/test_detection_task.py serves a detector)",
     "dojo chat faq-bot": "reads questions from the terminal (tests/test_chat_task.py talks to it)",
     "dojo ui": "starts the MLflow web server and blocks until Ctrl+C",
@@ -151,6 +153,10 @@ def write_small_data(folder: Path) -> None:
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
     generator.generate(folder / "data" / "boxes", images=16, size=96, seed=0, smallest=16, largest=40)
+    spec = importlib.util.spec_from_file_location("forecast_sales", ROOT / "examples" / "forecast_sales.py")
+    sales = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sales)
+    sales.main([str(folder / "data" / "sales.csv"), "--future", str(folder / "data" / "sales_future.csv")])
     (folder / "photos").mkdir()
     for path in sorted((folder / "data" / "boxes" / "images").glob("*.png"))[:2]:
         (folder / "photos" / path.name).write_bytes(path.read_bytes())
@@ -182,13 +188,16 @@ def test_readme_tour_runs_as_written(tmp_path, monkeypatch, capsys):
     assert not failures, "README commands that fail:\n" + "\n".join(failures)
     runs = {r.name: Run(r).status()["status"] for r in (tmp_path / "runs").iterdir() if (r / "status.json").is_file()}
     assert all(status == "completed" for status in runs.values()), runs
-    assert {"ames", "ames-cb", "ames-study", "reviews", "faq-bot"} <= set(runs)
+    assert {"ames", "ames-cb", "ames-study", "reviews", "faq-bot", "sales"} <= set(runs)
     assert (tmp_path / "runs" / "faq-bot" / "export" / "gguf" / "model.gguf").is_file()
     assert len(pd.read_json(tmp_path / "answers.jsonl", lines=True)) == 3
     assert (tmp_path / "checks.json").is_file() and (tmp_path / "predictions.csv").is_file()
     assert len(pd.read_csv(tmp_path / "scored.csv")) == 10
     assert len(pd.read_csv(tmp_path / "boxes.csv")) == 2 and len(list((tmp_path / "annotated").iterdir())) == 2
     assert (tmp_path / "runs" / "boxes" / "export" / "onnx" / "model.onnx").is_file()
+    forecast = pd.read_csv(tmp_path / "forecast.csv", encoding="utf-8-sig")  # 28 days of 6 stores, with quantiles
+    assert len(forecast) == 6 * 28 and {"prediction", "q0.1", "q0.9"} <= set(forecast.columns)
+    assert (tmp_path / "runs" / "sales" / "export" / "forecast" / "manifest.json").is_file()
 
     # The ```python block, on the same folder: `new_rows` and `frame` are the README's placeholders.
     source = re.search(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), re.M | re.S).group(1)

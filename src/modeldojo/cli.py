@@ -231,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [item for item in extra if "=" in item and not item.startswith("-")]
     if extra != overrides or (overrides and args.command not in ("train", "tune", "check", "validate")):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "id", None):  # --id takes one or more columns: overrides typed after it are overrides
+        overrides += [item for item in args.id if "=" in item]
+        args.id = [item for item in args.id if "=" not in item]
     if overrides:
         getattr(args, "inputs", getattr(args, "overrides", None)).extend(overrides)
     if not args.command:

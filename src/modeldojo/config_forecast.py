@@ -9,7 +9,7 @@ from .errors import ConfigError
 
 # The forecasting models (tasks/forecast/models.py builds them); listed here so that validating a config imports
 # no task.
-FORECAST_MODELS = ("seasonal_naive", "ets", "theta", "arima", "lightgbm")
+FORECAST_MODELS = ("seasonal_naive", "ets", "theta", "dynamic_theta", "ces", "arima", "lightgbm")
 
 @dataclass
 class ForecastConfig(Group):
@@ -25,8 +25,9 @@ class ForecastConfig(Group):
                                      "auto = inferred from the timestamps and stated in `dojo check`.")
     season_length: int = setting(0, "Forecasting: steps per season; 0 = by frequency (12 monthly, 4 quarterly, 52 "
                                     "weekly, 7 daily, 24 hourly, 48 half-hourly).", minimum=0)
-    models: list[str] = setting([], "Forecasting: candidates seasonal_naive, ets, theta, arima, lightgbm; empty = "
-                                    "seasonal_naive, theta, lightgbm, ets (with covariates: the models that read "
+    models: list[str] = setting([], "Forecasting: candidates seasonal_naive, ets, theta, dynamic_theta, ces, arima, "
+                                    "lightgbm; empty = seasonal_naive, dynamic_theta, ces, lightgbm, ets (with "
+                                    "covariates: the models that read "
                                     "them, lightgbm and arima). The backtest picks a weighted ensemble of them.")
     quantiles: list[float] = setting([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
                                      "Forecasting: quantile levels predicted beside the point forecast (conformal, "

@@ -35,13 +35,14 @@ def export(reference: str | Path, *, format: str | None = None, quantize: str | 
     if format not in task.export_formats:
         raise ConfigError(f"--format {format!r}: a {model.meta['task']} model exports as "
                           f"{', '.join(task.export_formats)}")
+    if quantize and not task.quantizable:
+        raise ConfigError(f"--quantize {quantize}: the {model.meta['task']} task's model has no weights to "
+                          "quantize (trees compare thresholds; forecasts are data files); export it without "
+                          "--quantize")
     if format != "onnx" or not task.onnx_shared_parity:  # the task's own format, quantizations and parity check
         return _export_other(run, model, config, task, format, quantize, out, data, force)
     if quantize not in QUANTIZE:
         raise ConfigError(f"--quantize {quantize!r}: int8 or fp16 (or leave it out for fp32)")
-    if quantize and not task.quantizable:
-        raise ConfigError(f"--quantize {quantize}: the {model.meta['task']} task's model has no weights to "
-                          "quantize (trees compare thresholds); export it without --quantize")
     target = Path(out) if out else run.directory / "export" / (format + (f"-{quantize}" if quantize else ""))
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)

@@ -84,7 +84,8 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None, 
         if state.stopping:
             return
         state.predictor = predictor
-        state.batcher = MicroBatcher(run_batch, max_batch_size=settings.max_batch_size,
+        batch_size = 1 if predictor.codec.whole_requests else settings.max_batch_size  # 1: one request per call
+        state.batcher = MicroBatcher(run_batch, max_batch_size=batch_size,
                                      max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
                                      on_batch=metrics.batch, on_crash=state.crashed)
         state.batcher.start()

@@ -65,6 +65,8 @@ class Task(ABC):
     reads_history: ClassVar[bool] = False
     # Why k-fold cross-validation does not apply to this task (`--cv K` refuses with it); None = it does.
     no_cross_validation: ClassVar[str | None] = None
+    # Why `dojo tune` does not apply to this task; None = it does.
+    no_tuning: ClassVar[str | None] = None
     # How a served model of this task reads requests and writes answers (serving/ calls only this).
     codec: ClassVar[type[Codec]] = Codec
     # finetune.strategy "auto" becomes this (the neural tasks' fine-tuning default).

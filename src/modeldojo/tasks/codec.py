@@ -38,6 +38,9 @@ class Codec:
     timeout_s: ClassVar[float | None] = None  # a longer default answer deadline than the server's (generation)
     uploads: ClassVar[bool] = False  # takes multipart file uploads (POST /predict/upload)
     strings: ClassVar[bool] = False  # an input item may be a bare string when the model has one column
+    # A request's rows depend on each other (a forecast's history rows): each request runs in a model call of its
+    # own, never batched with another client's rows.
+    whole_requests: ClassVar[bool] = False
 
     @classmethod
     def add_routes(cls, app, ready_predictor, settings) -> None:

@@ -53,6 +53,10 @@ def tune(data=None, target: str | None = None, *, config: Config | str | Path | 
     prepared = api.prepare(data, config)
     config = prepared.config
     bus.emit(ev.CHECKS_DONE, report=prepared.checks)
+    from .. import tasks
+
+    if tasks.get(prepared.task_name).no_tuning:
+        raise ConfigError(f"dojo tune: {tasks.get(prepared.task_name).no_tuning}")
     if not config.tune.cv and config.data.validation_fraction <= 0 and prepared.validation is None:
         raise ConfigError("tune scores trials on the validation split: set data.validation_fraction > 0, "
                           "give data.validation_path, or use --cv K")

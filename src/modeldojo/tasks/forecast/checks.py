@@ -29,6 +29,7 @@ def check_series(frame: pd.DataFrame, config: Config) -> tuple[CheckReport, seri
         return report, None
     long = series_module.to_long(frame, layout)
     time, target = layout.time, layout.target
+    _column_table(frame, layout, report)
 
     unreadable = np.flatnonzero(long["ds"].isna().to_numpy() & frame[time].notna().to_numpy())
     missing_time = np.flatnonzero(frame[time].isna().to_numpy())
@@ -47,9 +48,11 @@ def check_series(frame: pd.DataFrame, config: Config) -> tuple[CheckReport, seri
                    f"numbers ({series_module.where(frame, bad)}; e.g. {raw_target.iloc[bad[0]]!r})", column=target)
     missing_target = np.flatnonzero(raw_target.isna().to_numpy())
     if len(missing_target):
-        report.add("target_missing", "warning", f"{source}: target {target!r}: {len(missing_target)} missing "
-                   f"value(s) ({series_module.where(frame, missing_target)}), filled as forecast.fill_gaps="
-                   f"{config.forecast.fill_gaps} says", column=target)
+        stop = config.forecast.fill_gaps == "error"
+        report.add("target_missing", "error" if stop else "warning", f"{source}: target {target!r}: "
+                   f"{len(missing_target)} missing value(s) ({series_module.where(frame, missing_target)}), "
+                   + ("fill them or set forecast.fill_gaps to interpolate or zero" if stop else
+                      f"filled as forecast.fill_gaps={config.forecast.fill_gaps} says"), column=target)
     duplicated = long.duplicated(["unique_id", "ds"], keep=False).to_numpy() & long["ds"].notna().to_numpy()
     if duplicated.any():
         positions = np.flatnonzero(duplicated)
@@ -111,6 +114,19 @@ def check_series(frame: pd.DataFrame, config: Config) -> tuple[CheckReport, seri
     return report, layout
 
 
+def _column_table(frame: pd.DataFrame, layout: series_module.Layout, report: CheckReport) -> None:
+    """`dojo check`'s Columns table, each column with its role in the series."""
+    roles = {layout.time: "time", layout.target: "target", **{c: "series id" for c in layout.ids},
+             **{c: "known-future covariate" for c in layout.known}, **{c: "static covariate" for c in layout.static}}
+    for column in frame.columns:
+        values = frame[column]
+        missing = int(values.isna().sum())
+        report.column_table.append({"column": str(column), "dtype": str(values.dtype), "missing": missing,
+                                    "missing_pct": round(100 * missing / max(len(frame), 1), 2),
+                                    "unique": int(values.nunique(dropna=True)),
+                                    "notes": roles.get(column, "not used")})
+
+
 def _require_readers(report: CheckReport, layout: series_module.Layout, config: Config) -> None:
     """A covariate must be read by a model the run may choose: stop before fitting when none of the configured
     candidates reads it, naming the column and the models that would."""
@@ -127,4 +143,4 @@ def candidate_models(layout: series_module.Layout, config: Config) -> list[str]:
         return list(config.forecast.models)
     if layout.known or layout.static:  # only models that read the covariates: none is silently ignored
         return ["lightgbm"] + (["arima"] if not layout.static else [])
-    return ["seasonal_naive", "theta", "lightgbm", "ets"]
+    return ["seasonal_naive", "dynamic_theta", "ces", "lightgbm", "ets"]

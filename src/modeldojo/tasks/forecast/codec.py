@@ -23,6 +23,8 @@ from ..codec import Codec, _number
 
 
 class ForecastCodec(Codec):
+    whole_requests = True  # history rows of one request must never reach another request's forecast
+
     def column_type(self, column: str) -> str:
         return "datetime" if column == self.features[0] else self.signature.column_types.get(column, "categorical")
 

@@ -50,7 +50,7 @@ def export_folder(task, folder: Path, frame: pd.DataFrame, y: pd.Series):
     both = np.isfinite(before) & np.isfinite(after)
     same_missing = bool((np.isfinite(before) == np.isfinite(after)).all())
     largest = float(difference[both].max()) if both.any() else 0.0
-    report = ForecastParity(len(rows), largest, same_missing and largest <= TOLERANCE)
+    report = ForecastParity(int(np.isfinite(before).sum()), largest, same_missing and largest <= TOLERANCE)
     return {"backend": "forecast", "weights": task.weights, "horizon": task.layout.horizon}, report
 
 

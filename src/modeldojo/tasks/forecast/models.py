@@ -19,7 +19,7 @@ from ...config_forecast import FORECAST_MODELS
 # Models that read covariates, and which: a covariate that no chosen model reads stops the run (never dropped).
 READS_KNOWN = ("lightgbm", "arima")
 READS_STATIC = ("lightgbm",)
-STATISTICAL = ("seasonal_naive", "ets", "theta", "arima")
+STATISTICAL = ("seasonal_naive", "ets", "theta", "dynamic_theta", "ces", "arima")
 ALL_MODELS = FORECAST_MODELS
 
 
@@ -38,11 +38,13 @@ class Spec:
 
 
 def _statsforecast_model(name: str, season: int):
-    from statsforecast.models import AutoARIMA, AutoETS, AutoTheta, SeasonalNaive
+    from statsforecast.models import AutoARIMA, AutoCES, AutoETS, AutoTheta, DynamicOptimizedTheta, SeasonalNaive
 
     return {"seasonal_naive": lambda: SeasonalNaive(season_length=season),
             "ets": lambda: AutoETS(season_length=season, alias="ets"),
             "theta": lambda: AutoTheta(season_length=season, alias="theta"),
+            "dynamic_theta": lambda: DynamicOptimizedTheta(season_length=season, alias="dynamic_theta"),
+            "ces": lambda: AutoCES(season_length=season, alias="ces"),
             "arima": lambda: AutoARIMA(season_length=season, alias="arima")}[name]()
 
 
@@ -149,16 +151,19 @@ def _backtest(name: str, frame: pd.DataFrame, spec: Spec, windows: int, step: in
     return result
 
 
-def forecast(name: str, history: pd.DataFrame, spec: Spec, future: pd.DataFrame | None) -> pd.DataFrame:
-    """unique_id, ds, <name>: the next `spec.horizon` steps after each series' history. `future` holds the
-    known-future covariates of those steps (unique_id, ds, columns)."""
+def forecast(name: str, history: pd.DataFrame, spec: Spec, future: pd.DataFrame | None,
+             ids: list[str] | None = None) -> pd.DataFrame:
+    """unique_id, ds, <name>: the next `spec.horizon` steps after the history of the series `ids` (None: all).
+    `future` holds the known-future covariates of those steps (unique_id, ds, columns). The global model always
+    learns from every series' history, so a series' forecast does not depend on which others are asked for."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if name == "lightgbm":
             model = _mlforecast(spec).fit(_columns(history, spec), static_features=list(spec.static))
             exogenous = future[["unique_id", "ds", *spec.known]] if spec.known else None
-            result = model.predict(spec.horizon, X_df=exogenous)
+            result = model.predict(spec.horizon, X_df=exogenous, ids=ids)
         else:
+            history = history if ids is None else history[history["unique_id"].isin(set(ids))]
             columns = ["unique_id", "ds", "y", *(spec.known if name in READS_KNOWN else [])]
             exogenous = future[["unique_id", "ds", *spec.known]] if spec.known and name in READS_KNOWN else None
             result = _statsforecast([name], spec).forecast(h=spec.horizon, df=history[columns], X_df=exogenous)

@@ -31,6 +31,7 @@ def forecast_rows(task, frame: pd.DataFrame) -> Prediction:
             raise DataError(f"{source}: history rows share a series and timestamp "
                             f"({series_module.where(frame, duplicated)})")
         new = series_module.regularise(given, layout, task.config.forecast.fill_gaps)
+        _require_long_enough(task, new, source)
         replaced = set(new["unique_id"])
         history = pd.concat([history[~history["unique_id"].isin(replaced)], new], ignore_index=True)
     wanted = long[~has_target]
@@ -70,6 +71,19 @@ def forecast_rows(task, frame: pd.DataFrame) -> Prediction:
     return Prediction(values, columns=columns, table=table if has_target.any() else None, context=context)
 
 
+def _require_long_enough(task, history: pd.DataFrame, source: str) -> None:
+    """History given for a series must be long enough for the chosen models (LightGBM's lags reach two seasons
+    back; seasonal naive one season)."""
+    season = task.layout.season_length
+    needed = 2 * season + 1 if "lightgbm" in task.weights else season + 1
+    sizes = history.groupby("unique_id").size()
+    short = sizes[sizes < needed]
+    if len(short):
+        raise DataError(f"{source}: series {', '.join(map(repr, short.index[:5]))} have {int(short.iloc[0])} "
+                        f"history row(s); the run's models ({', '.join(task.weights)}) need at least {needed} "
+                        f"(season {season}) to forecast from")
+
+
 def _steps(wanted: pd.DataFrame, history: pd.DataFrame, layout, frame, source: str) -> np.ndarray:
     """Each wanted row's step after its series' last history timestamp (1 = the next one); errors name rows."""
     last = history.groupby("unique_id")["ds"].max()
@@ -107,9 +121,8 @@ def _forecasts(task, history, wanted, steps, replaced, future_rows, source) -> p
         parts.append(stored[stored["unique_id"].isin(set(wanted.loc[from_store, "unique_id"]))])
     rest = sorted(set(wanted.loc[~from_store.to_numpy(), "unique_id"]))
     if rest:
-        subset = history[history["unique_id"].isin(rest)]
-        future = _future(task, subset, future_rows, horizon, source)
-        parts.append(engine.final_forecast(subset, task._spec(horizon), task.weights, task.offsets, future))
+        future = _future(task, history[history["unique_id"].isin(rest)], future_rows, horizon, source)
+        parts.append(engine.final_forecast(history, task._spec(horizon), task.weights, task.offsets, future, rest))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -130,7 +143,8 @@ def _future(task, history, future_rows, horizon, source) -> pd.DataFrame | None:
             first = missing.iloc[0]
             raise DataError(f"{source}: known covariate(s) {', '.join(map(repr, given))} missing for "
                             f"{len(missing)} forecast step(s), e.g. series {first['unique_id']!r} at {first['ds']}: "
-                            "the models need every step up to the last one asked for (pass them with --future)")
+                            "the models need every step up to the last one asked for (rows without the target: "
+                            "`dojo predict --future FILE`, or rows in the request)")
     return series_module.add_holidays(steps, layout)
 
 

@@ -24,6 +24,7 @@ from .codec import ForecastCodec
 from .models import READS_KNOWN, READS_STATIC, Spec
 
 STATE = "forecast.json"
+LAYOUT = "forecast_layout"  # frame.attrs key
 
 
 @TASKS.register("forecast")
@@ -34,6 +35,8 @@ class ForecastTask(Task):
     reads_history = True
     no_cross_validation = ("a forecast is validated by its rolling-origin backtest (forecast.backtest_windows, "
                            "in the run's report), never by random folds")
+    no_tuning = ("a forecast run already searches its models: the rolling-origin backtest picks and weighs them "
+                 "(forecast.models, forecast.backtest_windows); use `dojo train`")
     codec = ForecastCodec
     export_formats = ("forecast",)
     onnx_shared_parity = False
@@ -70,7 +73,10 @@ class ForecastTask(Task):
 
     @classmethod
     def check_data(cls, frame, config, label_errors):
-        return checks_module.check_series(frame, config)[0]
+        report, layout = checks_module.check_series(frame, config)
+        if layout is not None and not report.errors:  # split_rows and fit read it instead of checking again
+            frame.attrs[LAYOUT] = layout.to_dict()
+        return report
 
     @classmethod
     def target_values(cls, frame, target, kind, separator):
@@ -79,7 +85,7 @@ class ForecastTask(Task):
     @classmethod
     def split_rows(cls, frame, y, config):
         """Test: each series' last horizon (series too short for it and a backtest stay whole in training)."""
-        report, layout = checks_module.check_series(frame, config)
+        layout = _checked_layout(frame, config)
         long = series_module.to_long(frame, layout)
         positions = np.arange(len(frame))
         if config.data.test_path or config.data.test_fraction == 0:
@@ -124,10 +130,7 @@ class ForecastTask(Task):
 
         frame = train.assign(**{self.target: y_train.to_numpy()})
         frame.attrs = dict(train.attrs)
-        report, layout = checks_module.check_series(frame, self.config)
-        if report.errors:
-            raise DataError("\n".join(f.message for f in report.errors))
-        self.layout = layout
+        self.layout = layout = _checked_layout(frame, self.config)
         settings = self.config.forecast
         long = series_module.regularise(series_module.to_long(frame, layout), layout, settings.fill_gaps)
         step = settings.backtest_step or layout.horizon
@@ -156,8 +159,9 @@ class ForecastTask(Task):
                 else long
             if len(rest):  # series too short for the backtest, or no shared pass: fitted on their own
                 events.emit(ev.STAGE, name="forecast", detail="fitting the chosen models on the whole history")
-                parts.append(engine.final_forecast(rest, self._spec(), self.weights, self.offsets,
-                                                   self._own_future(rest, layout.horizon)))
+                parts.append(engine.final_forecast(long, self._spec(), self.weights, self.offsets,
+                                                   self._own_future(rest, layout.horizon),
+                                                   list(rest["unique_id"].unique())))
             self.stored = pd.concat(parts, ignore_index=True)
         self.facts = {"frequency": layout.frequency, "season_length": layout.season_length,
                       "horizon": layout.horizon, "series": int(long["unique_id"].nunique()),
@@ -275,6 +279,16 @@ class ForecastTask(Task):
         if (directory / "forecast.parquet").is_file():
             task.stored = pd.read_parquet(directory / "forecast.parquet")
         return task
+
+
+def _checked_layout(frame: pd.DataFrame, config) -> series_module.Layout:
+    """The layout `dojo check` found for these rows (check_data leaves it on the frame), else checked now."""
+    if LAYOUT in frame.attrs:
+        return series_module.Layout.from_dict(frame.attrs[LAYOUT])
+    report, layout = checks_module.check_series(frame, config)
+    if report.errors:
+        raise DataError("\n".join(f.message for f in report.errors))
+    return layout
 
 
 def future_steps(history: pd.DataFrame, frequency: str, horizon: int) -> pd.DataFrame:
