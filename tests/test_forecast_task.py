@@ -169,3 +169,21 @@ def test_japanese_cp932_file_with_japanese_months(tmp_path):
     assert result.metrics["series"] == 3
     table = result.model.predict_frame(pd.DataFrame({"店舗": ["東京"], "年月": ["2024年1月"]}))
     assert np.isfinite(table.values).all()
+
+
+def test_holiday_covariate_is_computed_for_the_future_too(tmp_path):
+    days = pd.date_range("2023-01-01", periods=200, freq="D")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"ds": days.strftime("%Y-%m-%d"), "y": 100 + 10 * (days.dayofweek >= 5) +
+                          rng.normal(0, 1, len(days)), "holiday": 0})  # a user's own column of that name
+    result = dojo.train(frame.drop(columns=["holiday"]), target="y", runs_dir=str(tmp_path), tracking=False,
+                        name="daily", overrides={"forecast.time_column": "ds", "forecast.horizon": 7,
+                                                 "forecast.holidays": "JP", "forecast.models": ["lightgbm"],
+                                                 "forecast.backtest_windows": 2})
+    assert not result.model._task.stored.empty  # the holiday covariate of the next week is ours to compute
+    table = result.model.predict_frame(frame.drop(columns=["holiday"]).tail(60)).table
+    assert len(table) == 7 and np.isfinite(table["prediction"]).all()
+    with_users_column = dojo.train(frame, target="y", runs_dir=str(tmp_path), tracking=False, name="own",
+                                   overrides={"forecast.time_column": "ds", "forecast.horizon": 7,
+                                              "forecast.holidays": "JP", "forecast.backtest_windows": 2})
+    assert "dojo_public_holiday" in with_users_column.model._task.layout.known

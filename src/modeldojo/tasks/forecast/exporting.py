@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import series as series_module
+
 TOLERANCE = 1e-9
 
 
@@ -58,7 +60,7 @@ def _user_rows(steps: pd.DataFrame, layout, history: pd.DataFrame) -> pd.DataFra
     """Forecast steps in the user's columns (id columns, time); None when known covariates would be needed."""
     from .predicting import _output_table
 
-    if any(column != "holiday" for column in layout.known):
+    if any(column != series_module.HOLIDAY for column in layout.known):
         return None
     table = _output_table(steps.assign(prediction=np.nan), layout, [])
     for column in layout.static:  # per-series constants, from the history
@@ -77,7 +79,7 @@ def _history_rows(history: pd.DataFrame, layout, series: int = 5) -> pd.DataFram
     table = _output_table(history.assign(prediction=np.nan), layout, []).drop(columns=["prediction"])
     table[layout.target] = history["y"].where(history["ds"] <= cut).to_numpy()
     for column in [*layout.known, *layout.static]:
-        if column != "holiday":
+        if column != series_module.HOLIDAY:
             table[column] = history[column].to_numpy()
     return table
 

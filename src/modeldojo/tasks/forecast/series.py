@@ -18,7 +18,7 @@ from ...data.readers import row_location, source_name
 from ...errors import DataError
 
 SEPARATOR = " | "
-HOLIDAY = "holiday"
+HOLIDAY = "dojo_public_holiday"  # the covariate forecast.holidays adds; named apart from users' own columns
 TIME_NAMES = ("ds", "date", "time", "timestamp", "datetime", "month", "quarter", "week", "day", "period",
               "日付", "年月", "年月日", "日時", "月")
 WIDE_ID, WIDE_TARGET = "series", "value"
@@ -205,6 +205,9 @@ def layout_for(frame: pd.DataFrame, config: Config) -> Layout:
         per_series = frame[column].groupby(keys).nunique(dropna=False)
         (static if (per_series <= 1).all() else known).append(column)
     if settings.holidays:
+        if HOLIDAY in frame.columns:
+            raise DataError(f"{source_name(frame)}: column {HOLIDAY!r} is the name of the holiday covariate "
+                            "forecast.holidays adds; rename it")
         known.append(HOLIDAY)
     return Layout(time, ids, target, known, static, holidays=settings.holidays)
 
