@@ -44,3 +44,18 @@ def running(app, ready: bool = True, headers: dict | None = None):
     finally:
         server.should_exit = True
         thread.join(20)
+
+
+def schemathesis(url: str, folder, max_examples: int, exclude: tuple[str, ...] = ()):
+    """The schemathesis command line with all checks (but `exclude`) on the served OpenAPI document; the finished
+    process (assert its returncode is 0, printing its output otherwise)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = [str(Path(sys.executable).with_name("schemathesis")), "run", url + "/openapi.json", "--checks", "all",
+               *[word for check in exclude for word in ("--exclude-checks", check)],
+               "--max-examples", str(max_examples), "--seed", "7", "--no-color"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"}, cwd=folder)

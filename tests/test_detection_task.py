@@ -149,7 +149,7 @@ def test_served_model_returns_boxes(run, digits):
 
     from modeldojo.serving.app import create_app
     from modeldojo.serving.predictor import open_predictor
-    from serving_helpers import running
+    from serving_helpers import running, schemathesis
 
     import httpx
 
@@ -227,14 +227,9 @@ def test_strategies_on_the_pretrained_backbone(digits, tmp_path, strategy):
 def test_kserve_v2_with_tritonclient_and_the_openapi_contract_with_schemathesis(run, digits):
     """The clients users use: tritonclient (binary BYTES image, JSON and binary outputs) and schemathesis with all
     checks on the served detector's OpenAPI document."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     from modeldojo.serving.app import create_app
     from modeldojo.serving.predictor import open_predictor
-    from serving_helpers import running
+    from serving_helpers import running, schemathesis
 
     httpclient = pytest.importorskip("tritonclient.http")
     result, runs = run
@@ -255,11 +250,7 @@ def test_kserve_v2_with_tritonclient_and_the_openapi_contract_with_schemathesis(
         # Every check but one: positive_data_acceptance expects any schema-valid body to succeed, and whether bytes
         # decode as an image is not something JSON Schema can say (any base64 string, any uploaded file, is
         # schema-valid); those requests get a located 422, which every other check still verifies.
-        command = [str(Path(sys.executable).with_name("schemathesis")), "run", url + "/openapi.json",
-                   "--checks", "all", "--exclude-checks", "positive_data_acceptance", "--max-examples", "15",
-                   "--seed", "7", "--no-color"]
-        finished = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                                  env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"}, cwd=runs)
+        finished = schemathesis(url, runs, 15, exclude=("positive_data_acceptance",))
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-2000:]
 
 

@@ -1,10 +1,6 @@
 """The forecast task through the `dojo` command, the export folder and the server, with the clients users use
 (httpx on POST /predict, tritonclient on KServe v2, schemathesis on the OpenAPI contract)."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -20,7 +16,7 @@ from modeldojo.cli import main  # noqa: E402
 tasks.load_all()
 from modeldojo.serving.app import create_app  # noqa: E402
 from modeldojo.serving.predictor import open_predictor  # noqa: E402
-from serving_helpers import running  # noqa: E402
+from serving_helpers import running, schemathesis  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +113,7 @@ def test_kserve_v2_with_tritonclient_and_schemathesis(run):
         assert answer.as_numpy("quantiles").shape == (2, 9)
         # Every check but positive_data_acceptance: a schema-valid row may name a series the model never saw or a
         # timestamp inside its history, which JSON Schema cannot express; those get a located 4xx answer.
-        command = [str(Path(sys.executable).with_name("schemathesis")), "run", url + "/openapi.json",
-                   "--checks", "all", "--exclude-checks", "positive_data_acceptance", "--max-examples", "15",
-                   "--seed", "7", "--no-color"]
-        finished = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                                  env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"}, cwd=folder)
+        finished = schemathesis(url, folder, 15, exclude=("positive_data_acceptance",))
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-2000:]
 
 

@@ -2,10 +2,6 @@
 regressor and a text model: KServe Open Inference Protocol v2 through the real `tritonclient[http]` client,
 unchanged (readiness, metadata, infer with JSON and with the binary tensor data extension; errors read through
 the client's own exception), and the OpenAPI contract through the schemathesis command line with all checks."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -23,7 +19,7 @@ tasks.load_all()
 from modeldojo.export.exporter import export  # noqa: E402
 from modeldojo.serving.app import Settings, create_app  # noqa: E402
 from modeldojo.serving.predictor import open_predictor  # noqa: E402
-from serving_helpers import running  # noqa: E402
+from serving_helpers import running, schemathesis  # noqa: E402
 
 NUMPY = {"FP64": np.float64, "FP32": np.float32, "INT64": np.int64, "BYTES": object}
 
@@ -153,8 +149,5 @@ def test_schemathesis_all_checks_pass_on_the_served_models_contract(runs, name):
         if name != "reviews":
             assert request["items"]["required"] == open_predictor(name, folder).features
         assert "/predict/upload" not in document["paths"]  # tables and texts take no file uploads
-        command = [str(Path(sys.executable).with_name("schemathesis")), "run", url + "/openapi.json",
-                   "--checks", "all", "--max-examples", "25", "--seed", "7", "--no-color"]
-        finished = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                                  env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"}, cwd=folder)
+        finished = schemathesis(url, folder, 25)
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-2000:]

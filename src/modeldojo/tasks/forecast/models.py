@@ -34,6 +34,7 @@ class Spec:
     static: list[str] = field(default_factory=list)  # per-series constant columns
     threads: int = 1
     seed: int = 0
+    max_history: int = 0  # statistical models fit on each series' last steps only; 0 = all
     lightgbm_params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -147,7 +148,8 @@ def _backtest(name: str, frame: pd.DataFrame, spec: Spec, windows: int, step: in
             # refit=False: each series' model is fitted at the first cutoff and only updated with the later
             # windows' observations, as its forecasts would be in production between refits (3x faster for ETS).
             result = _statsforecast([name], spec).cross_validation(
-                h=spec.horizon, df=data, n_windows=windows, step_size=step, refit=False)
+                h=spec.horizon, df=data, n_windows=windows, step_size=step, refit=False,
+                input_size=spec.max_history or None)
     return result
 
 
@@ -164,6 +166,8 @@ def forecast(name: str, history: pd.DataFrame, spec: Spec, future: pd.DataFrame 
             result = model.predict(spec.horizon, X_df=exogenous, ids=ids)
         else:
             history = history if ids is None else history[history["unique_id"].isin(set(ids))]
+            if spec.max_history:
+                history = history.groupby("unique_id", sort=False).tail(spec.max_history)
             columns = ["unique_id", "ds", "y", *(spec.known if name in READS_KNOWN else [])]
             exogenous = future[["unique_id", "ds", *spec.known]] if spec.known and name in READS_KNOWN else None
             result = _statsforecast([name], spec).forecast(h=spec.horizon, df=history[columns], X_df=exogenous)

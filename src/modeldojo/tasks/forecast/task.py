@@ -123,7 +123,8 @@ class ForecastTask(Task):
     def _spec(self, horizon: int | None = None) -> Spec:
         layout = self.layout
         return Spec(layout.frequency, layout.season_length, horizon or layout.horizon, list(layout.known),
-                    list(layout.static), threads=self.config.train.threads or 2, seed=self.config.train.seed)
+                    list(layout.static), threads=self.config.train.threads or 2, seed=self.config.train.seed,
+                    max_history=self.config.forecast.max_history or max(20 * layout.season_length, 100))
 
     def fit(self, train, y_train, validation, y_validation, events):
         from ... import events as ev
