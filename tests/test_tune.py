@@ -85,7 +85,7 @@ def test_cross_validated_trials_and_a_minimised_metric(tmp_path):
     assert result.direction == "minimize" and len(result.trials) == 2 and 0 < result.best_value < 1
 
 
-@pytest.mark.parametrize("task_name", [name for name in tasks.TASKS.names() if name != "tabular"])
+@pytest.mark.parametrize("task_name", [name for name in tasks.TASKS.names() if tasks.get(name).neural])
 def test_every_neural_task_tunes_with_its_default_space(task_name, tmp_path):
     frame, target, settings = tasks.get(task_name).example("binary")
     result = dojo.tune(frame, target=target, task=task_name, runs_dir=str(tmp_path), tracking=False, name="n",

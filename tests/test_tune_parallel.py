@@ -189,7 +189,7 @@ def test_trial_zero_is_the_current_configuration(tmp_path):
     assert first["model.params.colsample_bytree"] == LightGBMLearner.DEFAULTS["colsample_bytree"]
 
 
-@pytest.mark.parametrize("task_name", [name for name in tasks.TASKS.names() if name != "tabular"])
+@pytest.mark.parametrize("task_name", [name for name in tasks.TASKS.names() if tasks.get(name).neural])
 def test_neural_tasks_tune_with_two_workers(task_name, tmp_path):
     frame, target, settings = tasks.get(task_name).example("binary")
     result = dojo.tune(frame, target=target, task=task_name, runs_dir=str(tmp_path), tracking=False, name="n2",
