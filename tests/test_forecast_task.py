@@ -187,3 +187,12 @@ def test_holiday_covariate_is_computed_for_the_future_too(tmp_path):
                                    overrides={"forecast.time_column": "ds", "forecast.horizon": 7,
                                               "forecast.holidays": "JP", "forecast.backtest_windows": 2})
     assert "dojo_public_holiday" in with_users_column.model._task.layout.known
+
+
+def test_evaluate_on_actuals_that_arrived_after_the_data(tmp_path):
+    full = sales(months=66)
+    months = pd.to_datetime(full["ds"])
+    result = train(full[months < "2024-01-01"], tmp_path)
+    assert "ds" in (result.path / "MODEL_CARD.md").read_text(encoding="utf-8")  # the card lists the inputs
+    evaluated = dojo.evaluate(result.path, data=full[months >= "2024-01-01"])
+    assert evaluated["metrics"]["rows"] == 18 and evaluated["metrics"]["mase"] < 2

@@ -240,6 +240,7 @@ class ForecastTask(Task):
     def describe(self):
         members = ", ".join(f"{name} {weight:.2f}" for name, weight in self.weights.items())
         return {**super().describe(), "learner": f"ensemble({members})" if len(self.weights) > 1 else members,
+                "features": self.input_columns,
                 **{k: v for k, v in self.facts.items() if k in ("frequency", "horizon", "series", "season_length")}}
 
     def export_format(self, folder, format, quantize, frame, y):
