@@ -221,6 +221,18 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file in the runs folder)")
     command("doctor", "Show versions, hardware, installed extras and offline assets.", "dojo doctor")
+    models = command("models", "Model versions on MLflow's registry: register a run as the next version of a name, "
+                     "list versions, promote one to champion, roll the champion back.",
+                     "dojo models register ames --name prices   # version 1 is the champion, later ones "
+                     "challengers\n  dojo models list prices\n  dojo models promote prices 2\n"
+                     "  dojo models rollback prices\n  dojo serve models:/prices@champion")
+    models.add_argument("action", choices=["register", "list", "promote", "rollback"])
+    models.add_argument("subject", metavar="RUN|NAME", help="register: the run; otherwise the model name")
+    models.add_argument("version", nargs="?", type=int, help="promote: the version to make champion")
+    models.add_argument("--name", help="register: the model name")
+    models.add_argument("--alias", choices=["champion", "challenger"], help="register: the alias to give "
+                        "(default: champion for a new name, else challenger)")
+    models.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file in the runs folder)")
     return parser
 
 

@@ -330,6 +330,35 @@ def runs(args, out) -> int:
     return 0
 
 
+def models(args, out) -> int:
+    from . import versions
+
+    place = {"runs_dir": _runs_dir(args), "uri": args.tracking_uri}
+    if args.action == "register":
+        if not args.name:
+            raise ConfigError("dojo models register RUN --name NAME: give the model name")
+        result = versions.register(args.subject, args.name, alias=args.alias, **place)
+        out.say(f"[green]✓[/] {escape(result['name'])} version {result['version']} ({result['alias']}) from run "
+                f"{escape(result['run'])}")
+    elif args.action == "list":
+        rows = versions.versions(args.subject, **place)
+        out.table(f"Versions of {args.subject}", ["version", "aliases", "run", "task", "metrics"],
+                  [[r["version"], ", ".join(r["aliases"]), r["run"], r["task"],
+                    ", ".join(f"{k} {v:.4g}" for k, v in list(r["metrics"].items())[:4])] for r in rows])
+        result = {"versions": rows}
+    elif args.action == "promote":
+        if args.version is None:
+            raise ConfigError("dojo models promote NAME VERSION: give the version")
+        result = versions.promote(args.subject, args.version, **place)
+        out.say(f"[green]✓[/] {escape(args.subject)} champion: version {result['champion']} (was {result['previous']})")
+    else:
+        result = versions.rollback(args.subject, **place)
+        out.say(f"[green]✓[/] {escape(args.subject)} champion: version {result['champion']} again (version "
+                f"{result['rolled_back']} rolled back)")
+    out.result(result)
+    return 0
+
+
 def ui(args, out) -> int:
     from .tracking.mlflow_tracker import default_uri
 

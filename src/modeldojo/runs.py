@@ -186,7 +186,12 @@ class Run:
 
     @classmethod
     def open(cls, reference: str | Path, runs_dir: str | Path = "runs") -> "Run":
-        """A run by folder path or by name under runs_dir."""
+        """A run by folder path, by name under runs_dir, or by model version (models:/NAME@champion,
+        models:/NAME/3: versions.py)."""
+        if str(reference).startswith("models:/"):
+            from .versions import resolve
+
+            reference = resolve(str(reference), runs_dir)
         candidates = [Path(reference), Path(runs_dir) / str(reference)]
         for directory in candidates:
             if (directory / STATUS_FILE).is_file() or (directory / MODEL_DIR / META_FILE).is_file():

@@ -29,6 +29,9 @@ def _flatten(config: dict[str, Any]) -> dict[str, str]:
 
 class MlflowTracker:
     def __init__(self, uri: str, experiment: str, runs_dir: str | Path) -> None:
+        import os
+
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow 3.17 reports usage unless told not to
         from mlflow.tracking import MlflowClient
 
         # mlflow sets its loggers to INFO on import; schema migrations would print on first use.
