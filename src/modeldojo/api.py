@@ -99,6 +99,8 @@ def _task_frame(frame: pd.DataFrame, config: Config) -> tuple[type[tasks.Task], 
     frame = task_class.normalize(frame, config)
     if config.data.normalize_text and not task_class.rewrites_rows():
         frame = cells.normalize_table(frame, skip=set(config.data.text_columns) | set(config.data.drop_columns))
+    if config.data.mask_pii:
+        frame = cells.mask_personal_data(frame)
     defaults, target = {}, task_class.default_target or frame.attrs.get("default_target")  # class folders: "label"
     if not config.data.target and target:
         defaults["data.target"] = target
@@ -134,6 +136,7 @@ def prepare(data=None, config: Config | None = None, *, run_checks: bool = True)
     for role, path in (("validation", config.data.validation_path), ("test", config.data.test_path)):
         if path:
             extra = cells.apply_plan(task_class.normalize(_read(path, config), config), prepared.normalization)
+            extra = cells.mask_personal_data(extra) if config.data.mask_pii else extra
             require_column(extra, target, "target")
             setattr(prepared, role, (extra, task_class.target_values(extra, target, kind, config.data.label_separator)))
     return prepared

@@ -24,7 +24,7 @@ from .errors import ConfigError, DojoError
 
 console = Console(stderr=True, highlight=False)  # human output on stderr; stdout stays clean for --json / data
 EXIT_CODES = "exit codes: 0 ok, 1 internal error, 2 bad command line/config, 3 bad data, 4 training failed, " \
-             "5 run or model not found, 130 interrupted"
+             "5 run or model not found, 6 export parity failed, 7 monitor alert (drift), 130 interrupted"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -190,6 +190,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="onnx: ONNX Runtime on the run's export; native: the run's PyTorch / booster model; "
                             "auto (default): the export when there is one")
     serve.add_argument("--name", help="model name in the /v2 routes (default: the run or folder name)")
+    serve.add_argument("--log-predictions", metavar="DIR", help="append every request (inputs and outputs, "
+                       "personal data masked), its answer and latency to JSON Lines files in DIR (read by `dojo "
+                       "monitor RUN --logs DIR`)")
+    serve.add_argument("--log-sample-rate", type=float, default=1.0, help="share of requests logged (default 1)")
     serve.add_argument("--max-batch-size", type=int, default=32, help="rows per model call (default 32)")
     serve.add_argument("--max-wait-ms", type=float, default=2.0, help="longest wait for a batch to fill (default 2)")
     serve.add_argument("--max-queue", type=int, default=256, help="requests waiting per worker before 429 "
@@ -221,18 +225,9 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file in the runs folder)")
     command("doctor", "Show versions, hardware, installed extras and offline assets.", "dojo doctor")
-    models = command("models", "Model versions on MLflow's registry: register a run as the next version of a name, "
-                     "list versions, promote one to champion, roll the champion back.",
-                     "dojo models register ames --name prices   # version 1 is the champion, later ones "
-                     "challengers\n  dojo models list prices\n  dojo models promote prices 2\n"
-                     "  dojo models rollback prices\n  dojo serve models:/prices@champion")
-    models.add_argument("action", choices=["register", "list", "promote", "rollback"])
-    models.add_argument("subject", metavar="RUN|NAME", help="register: the run; otherwise the model name")
-    models.add_argument("version", nargs="?", type=int, help="promote: the version to make champion")
-    models.add_argument("--name", help="register: the model name")
-    models.add_argument("--alias", choices=["champion", "challenger"], help="register: the alias to give "
-                        "(default: champion for a new name, else challenger)")
-    models.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file in the runs folder)")
+    from .maintenance_commands import add_parsers
+
+    add_parsers(command, reading)
     return parser
 
 

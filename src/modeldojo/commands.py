@@ -15,6 +15,8 @@ from .config import Config
 from .errors import ConfigError, DataError
 from .evaluation.metrics import PRIMARY, scalar
 
+from .maintenance_commands import models, monitor  # noqa: E402,F401 (dojo monitor, dojo models)
+
 
 def _runs_dir(args, config: Config | None = None) -> str:
     return args.runs_dir or (config.run.runs_dir if config else "runs")
@@ -255,7 +257,9 @@ def serve(args, out) -> int:
     from .serving.server import serve as run_server
 
     options = {"max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue,
-               "api_key": args.api_key or os.environ.get("DOJO_API_KEY") or None}
+               "api_key": args.api_key or os.environ.get("DOJO_API_KEY") or None,
+               "log_predictions": str(Path(args.log_predictions).resolve()) if args.log_predictions else None,
+               "log_sample_rate": args.log_sample_rate}
     if args.timeout:
         options["timeout_s"] = args.timeout
     if args.max_body_bytes:
@@ -327,35 +331,6 @@ def runs(args, out) -> int:
     if not rows:
         out.say("no runs yet: try `dojo train data.csv --target COLUMN`")
     out.result({"runs": rows})
-    return 0
-
-
-def models(args, out) -> int:
-    from . import versions
-
-    place = {"runs_dir": _runs_dir(args), "uri": args.tracking_uri}
-    if args.action == "register":
-        if not args.name:
-            raise ConfigError("dojo models register RUN --name NAME: give the model name")
-        result = versions.register(args.subject, args.name, alias=args.alias, **place)
-        out.say(f"[green]✓[/] {escape(result['name'])} version {result['version']} ({result['alias']}) from run "
-                f"{escape(result['run'])}")
-    elif args.action == "list":
-        rows = versions.versions(args.subject, **place)
-        out.table(f"Versions of {args.subject}", ["version", "aliases", "run", "task", "metrics"],
-                  [[r["version"], ", ".join(r["aliases"]), r["run"], r["task"],
-                    ", ".join(f"{k} {v:.4g}" for k, v in list(r["metrics"].items())[:4])] for r in rows])
-        result = {"versions": rows}
-    elif args.action == "promote":
-        if args.version is None:
-            raise ConfigError("dojo models promote NAME VERSION: give the version")
-        result = versions.promote(args.subject, args.version, **place)
-        out.say(f"[green]✓[/] {escape(args.subject)} champion: version {result['champion']} (was {result['previous']})")
-    else:
-        result = versions.rollback(args.subject, **place)
-        out.say(f"[green]✓[/] {escape(args.subject)} champion: version {result['champion']} again (version "
-                f"{result['rolled_back']} rolled back)")
-    out.result(result)
     return 0
 
 

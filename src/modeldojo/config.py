@@ -63,6 +63,9 @@ class DataConfig(Group):
     output_encoding: Literal["utf-8-sig", "utf-8"] = setting(
         "utf-8-sig", "CSV files dojo writes (predictions, trials): utf-8-sig adds the byte-order mark that Excel "
                      "needs to open UTF-8 (Japanese Windows shows mojibake without it); JSON is always plain UTF-8.")
+    mask_pii: bool = setting(False, "Replace e-mail addresses, phone numbers, My Numbers, card numbers, IP addresses "
+                                    "and URL credentials in text cells by <EMAIL>, <PHONE> … before training and "
+                                    "prediction (`dojo check` reports the columns that hold them).")
     system_prompt: str | None = setting(None, "Chat: system turn added to conversations that have none, in "
                                               "training, evaluation, `dojo chat` and serving alike.")
 

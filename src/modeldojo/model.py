@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import runs, tasks
 from .data import readers
-from .data.normalize import apply_plan
+from .data.normalize import apply_plan, mask_personal_data
 from .data.target import require_column
 from .errors import NotFoundError
 from .tasks.base import Prediction, Task
@@ -104,9 +104,11 @@ class Model:
         from .config import Config
 
         task = type(self._fitted())
+        config = Config.from_dict(self.meta.get("config", {}))
         if task.rewrites_rows():  # else the table's rows are the task's own
-            frame = task.normalize(frame, Config.from_dict(self.meta.get("config", {})))
-        return apply_plan(frame, self.meta.get("normalization"))
+            frame = task.normalize(frame, config)
+        frame = apply_plan(frame, self.meta.get("normalization"))
+        return mask_personal_data(frame) if config.data.mask_pii else frame
 
     def predict(self, data) -> np.ndarray:
         return self.predict_frame(data).values

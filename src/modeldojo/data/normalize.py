@@ -301,3 +301,15 @@ def apply_plan_to_records(records: list[dict[str, Any]], plan: dict[str, Any] | 
             changed[name] = (float(value) if rule["as"] == "number" else value) if read else value
         out.append(changed)
     return out
+
+
+def mask_personal_data(frame: pd.DataFrame) -> pd.DataFrame:
+    """data.mask_pii: e-mail addresses, phone numbers, My Numbers, card numbers … in text cells replaced by
+    <EMAIL>, <PHONE> … (privacy.mask), in training and in every prediction alike."""
+    from .. import privacy
+
+    text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])
+            and not pd.api.types.is_datetime64_any_dtype(frame[c])]
+    masked = privacy.mask_frame(frame, columns=text)
+    masked.attrs = dict(frame.attrs)
+    return masked

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import signal
 import threading
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -40,6 +41,8 @@ class Settings:
     max_items: int = 256  # rows in one request
     api_key: str | None = None
     retry_after_s: int = 1
+    log_predictions: str | None = None  # a folder: every request logged there, masked (prediction_log.py)
+    log_sample_rate: float = 1.0
 
 
 class State:
@@ -48,6 +51,7 @@ class State:
         self.stopping = False  # set once by SIGTERM / shutdown, from any state; a load finishing later stays unready
         self.predictor: Predictor | None = None
         self.batcher: MicroBatcher | None = None
+        self.log = None  # prediction_log.PredictionLog when --log-predictions is given
 
     def begin_drain(self) -> None:
         self.stopping = True
@@ -64,6 +68,10 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None, 
     `task` (known before loading) adds that task's own routes (its codec's add_routes)."""
     settings = settings or Settings()
     state, metrics = State(), Metrics()
+    from .prediction_log import MaskingFilter
+
+    if not any(isinstance(existing, MaskingFilter) for existing in log.filters):
+        log.addFilter(MaskingFilter())  # the server's log never quotes personal data from a request
 
     def warm_and_serve(predictor: Predictor) -> None:
         for rows in sorted({1, settings.max_batch_size}):  # first calls allocate memory and pick kernels
@@ -89,6 +97,12 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None, 
                                      max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
                                      on_batch=metrics.batch, on_crash=state.crashed)
         state.batcher.start()
+        if settings.log_predictions:
+            from .prediction_log import PredictionLog
+
+            state.log = PredictionLog(settings.log_predictions, sample_rate=settings.log_sample_rate,
+                                      model={"name": predictor.name, "task": predictor.task,
+                                             "source": predictor.source, "backend": predictor.backend})
         state.status = "ready"
         log.info("ready: %s (%s, %s backend on %s)", predictor.name, predictor.task, predictor.backend,
                  predictor.device)
@@ -103,6 +117,8 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None, 
             loading.cancel()
         if state.batcher:
             await state.batcher.stop()
+        if state.log:
+            await asyncio.to_thread(state.log.close)
 
     app = FastAPI(title="modeldojo model server", version=__version__, lifespan=lifespan,
                   description="Predictions from a modeldojo run or export. POST /predict takes JSON `inputs` "
@@ -118,8 +134,12 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None, 
 
     async def answer(rows: list[dict[str, Any]], invalid: int = 422) -> list[dict[str, Any]]:
         metrics.queue_depth.set(state.batcher.depth)
+        started = time.perf_counter()
         try:
-            return await asyncio.wait_for(state.batcher.submit(rows), settings.timeout_s)
+            answers = await asyncio.wait_for(state.batcher.submit(rows), settings.timeout_s)
+            if state.log:
+                state.log.record(rows, answers, time.perf_counter() - started)
+            return answers
         except QueueFull:
             raise HTTPException(429, f"queue full ({settings.max_queue} requests waiting); retry shortly",
                                 headers={"Retry-After": str(settings.retry_after_s)}) from None
@@ -128,6 +148,8 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None, 
         except (asyncio.TimeoutError, TimeoutError):
             raise HTTPException(504, f"no answer within {settings.timeout_s:g} s") from None
         except (DataError, ValueError) as error:  # the rows themselves (found alone after the batch split)
+            if state.log:
+                state.log.record(rows, None, time.perf_counter() - started, status=invalid, error=str(error))
             raise HTTPException(invalid, str(error)) from None
 
     async def records(predictor: Predictor, items: list[Any], invalid: int = 422) -> list[dict[str, Any]]:

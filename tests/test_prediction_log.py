@@ -1,0 +1,86 @@
+"""`dojo serve --log-predictions`: entries written off the request path, rotated, masked — canary personal data
+sent through good, malformed and failing requests is found in no log file and no server log line."""
+import logging
+import time
+
+import httpx
+import pytest
+
+import modeldojo as dojo
+from modeldojo import tasks
+
+pytest.importorskip("fastapi")
+tasks.load_all()
+from modeldojo.serving.app import Settings, create_app  # noqa: E402
+from modeldojo.serving.prediction_log import PredictionLog, read_logs  # noqa: E402
+from modeldojo.serving.predictor import open_predictor  # noqa: E402
+from serving_helpers import running  # noqa: E402
+
+CANARY_EMAIL, CANARY_PHONE = "canary.taro@example.co.jp", "090-1234-5678"
+
+
+def test_a_slow_disk_never_slows_the_request_path(tmp_path, monkeypatch):
+    log = PredictionLog(tmp_path / "logs", model={"name": "m"}, max_queue=5)
+    original = log._append
+
+    def slow(text):  # a disk that takes 200 ms per line
+        time.sleep(0.2)
+        original(text)
+
+    monkeypatch.setattr(log, "_append", slow)
+    started = time.perf_counter()
+    for number in range(50):
+        log.record([{"x": number}], [{"value": number}], 0.001)
+    assert time.perf_counter() - started < 0.05  # 50 records queued or dropped without waiting
+    assert log.dropped >= 40  # the bounded queue dropped (and counted) what the writer could not take
+    log.close(timeout=5)
+    assert 1 <= len(read_logs(tmp_path / "logs")) <= 10
+
+
+def test_files_rotate_and_sampling_keeps_a_share(tmp_path):
+    log = PredictionLog(tmp_path / "logs", model={"name": "m"}, max_file_bytes=2000, sample_rate=0.5, seed=0)
+    kept = sum(log.record([{"x": n, "text": "y" * 100}], [{"value": n}], 0.001) is not None for n in range(200))
+    log.close()
+    entries = read_logs(tmp_path / "logs")
+    assert 70 <= kept <= 130 and len(entries) == kept
+    assert len(list((tmp_path / "logs").glob("predictions-*.jsonl"))) > 3
+    assert set(entries[0]) >= {"request_id", "time", "model", "inputs", "outputs", "latency_ms", "status"}
+
+
+class Collect(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(self.format(record))
+
+
+def test_canary_personal_data_reaches_no_log(tmp_path):
+    frame, target, _ = tasks.get("tabular").example("binary")
+    dojo.train(frame, target=target, runs_dir=str(tmp_path), tracking=False, name="houses",
+               overrides={"data.label_error_check": False})
+    logs = tmp_path / "prediction-logs"
+    good = frame.drop(columns=[target]).head(3).to_dict("records")
+    good[0]["city"] = f"mail {CANARY_EMAIL} or call {CANARY_PHONE}"
+    settings = Settings(log_predictions=str(logs))
+    server_log = Collect()
+    with running(create_app(lambda: open_predictor("houses", tmp_path), settings)) as url:
+        logging.getLogger("uvicorn.error").addHandler(server_log)  # after uvicorn configured its logging
+        assert httpx.post(url + "/predict", json={"inputs": good}).status_code == 200
+        malformed = httpx.post(url + "/predict", json={"inputs": [{"size": CANARY_EMAIL}]})  # missing columns
+        assert malformed.status_code == 422
+        not_json = httpx.post(url + "/predict", content=f"{{{CANARY_PHONE}", headers={"content-type":
+                                                                                         "application/json"})
+        assert not_json.status_code in (400, 422)
+        logging.getLogger("uvicorn.error").warning("prediction failed: value %s", CANARY_EMAIL)
+    entries = read_logs(logs)
+    assert [entry["status"] for entry in entries] == [200]  # the malformed rows never reached the model
+    assert entries[0]["inputs"][0]["city"] == "mail <EMAIL> or call <PHONE>"
+    assert len(entries[0]["outputs"]) == 3 and entries[0]["model"]["name"] == "houses"
+    for path in logs.iterdir():
+        text = path.read_text(encoding="utf-8")
+        assert CANARY_EMAIL not in text and CANARY_PHONE not in text
+    logging.getLogger("uvicorn.error").removeHandler(server_log)
+    assert any("prediction failed: value <EMAIL>" in message for message in server_log.messages)
+    assert all(CANARY_EMAIL not in message for message in server_log.messages)
