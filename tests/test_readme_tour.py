@@ -52,6 +52,8 @@ SKIPPED = {
     "dojo tune examples/ames.yaml --trials 200 --name ames-study --storage postgresql://dojo@db.internal/optuna":
         "needs a PostgreSQL server (tests/test_tune_parallel.py runs shared studies on a local one)",
     "dojo serve reviews --workers 2": "a server that runs until stopped (tests/test_serve.py starts and stops one)",
+    "dojo serve models:/prices@champion --log-predictions logs/": "a server that runs until stopped "
+        "(tests/test_prediction_log.py and tests/test_monitor.py serve with prediction logs)",
     "curl -s localhost:8000/predict -H 'content-type: application/json' -d '{\"inputs\": [\"Great coffee!\"]}'":
         "asks the server above",
 }

@@ -11,7 +11,8 @@ from .errors import ConfigError, DataError, DojoError
 from .model import Model
 
 __version__ = "0.1.0"
-__all__ = ["Config", "ConfigError", "DataError", "DojoError", "Model", "check", "evaluate", "load", "train", "tune", "__version__"]
+__all__ = ["Config", "ConfigError", "DataError", "DojoError", "Model", "check", "evaluate", "load", "monitor", "retrain",
+           "train", "tune", "__version__"]
 
 
 def tune(*args, **kwargs):
@@ -19,3 +20,17 @@ def tune(*args, **kwargs):
     from .tuning.tune import tune as run_tune
 
     return run_tune(*args, **kwargs)
+
+
+def monitor(*args, **kwargs):
+    """Drift of new rows or a prediction log against a run's training rows: see modeldojo.monitoring.monitor."""
+    from .monitoring.monitor import monitor as run_monitor
+
+    return run_monitor(*args, **kwargs)
+
+
+def retrain(*args, **kwargs):
+    """A challenger trained on old + new rows, promoted only when better: see modeldojo.retraining.retrain."""
+    from .retraining import retrain as run_retrain
+
+    return run_retrain(*args, **kwargs)

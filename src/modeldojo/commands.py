@@ -15,7 +15,7 @@ from .config import Config
 from .errors import ConfigError, DataError
 from .evaluation.metrics import PRIMARY, scalar
 
-from .maintenance_commands import models, monitor  # noqa: E402,F401 (dojo monitor, dojo models)
+from .maintenance_commands import models, monitor, retrain  # noqa: E402,F401 (dojo monitor, retrain, models)
 
 
 def _runs_dir(args, config: Config | None = None) -> str:

@@ -20,6 +20,17 @@ def add_parsers(command, reading) -> None:
     monitor.add_argument("--correction", choices=["holm", "bh"], default="holm",
                          help="multiple-testing correction across columns (default holm)")
     monitor.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    retrain = command("retrain", "Train a challenger with the champion's config on old + new rows; promote it only "
+                      "when a paired bootstrap interval of its advantage on the same held-out rows lies above the "
+                      "margin, no class regresses and its export passes parity.",
+                      "dojo retrain prices --data this_month.csv\n  dojo retrain churn --data new.csv --margin 0.01")
+    retrain.add_argument("name", help="the registered model (its champion is the baseline)")
+    retrain.add_argument("--data", required=True, help="the new labelled rows")
+    retrain.add_argument("--margin", type=float, default=0.0, help="the advantage the interval must exceed "
+                         "(accuracy points, or absolute error for regression; default 0)")
+    retrain.add_argument("--tolerance", type=float, default=0.05, help="largest drop of any class's recall "
+                         "(default 0.05)")
+    retrain.add_argument("--no-export", action="store_true", help="skip the export parity requirement")
     models = command("models", "Model versions on MLflow's registry: register a run as the next version of a name, "
                      "list versions, promote one to champion, roll the champion back.",
                      "dojo models register ames --name prices   # version 1 is the champion, later ones "
@@ -53,6 +64,18 @@ def monitor(args, out) -> int:
             "report.html")
     out.result(summary)
     return EXIT_CODE if summary["alert"] else 0
+
+
+def retrain(args, out) -> int:
+    from . import commands as _commands
+    from .retraining import retrain as run_retrain
+
+    decision = run_retrain(args.name, args.data, runs_dir=_commands._runs_dir(args), margin=args.margin,
+                           tolerance=args.tolerance, export=not args.no_export)
+    mark = "[green]✓ promoted[/]" if decision["promoted"] else "[yellow]not promoted[/]"
+    out.say(f"{mark}: {escape(decision['reason'])}")
+    out.result(decision)
+    return 0
 
 
 def models(args, out) -> int:
