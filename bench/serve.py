@@ -6,6 +6,11 @@ POST /predict with one row per request. Prints req/s, latency percentiles, error
     .venv/bin/python examples/reviews_data.py && .venv/bin/dojo train examples/reviews.yaml
     .venv/bin/python examples/ames_demo.py     # the ames-demo run (or --table-run NAME)
     .venv/bin/python bench/serve.py            # ~5 min; needs `apt-get install wrk`
+    .venv/bin/python bench/serve.py --only logging --repeats 3   # --log-predictions on vs off, tabular run
+
+`--only logging`: the tabular run served with and without `--log-predictions` (every request logged, masked),
+alternating, `--repeats` times each; prints the median req/s and p99 of each and their ratio (issue 17's target:
+p99 within 5 %).
 """
 from __future__ import annotations
 
@@ -161,7 +166,8 @@ def main() -> None:
     parser.add_argument("--table-data", default="data/ames.csv")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--only", choices=["text", "tabular"])
+    parser.add_argument("--only", choices=["text", "tabular", "logging"])
+    parser.add_argument("--repeats", type=int, default=3, help="--only logging: measurements of each setting")
     parser.add_argument("--naive-server", nargs=2, metavar=("RUN", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_server:
@@ -191,6 +197,22 @@ def main() -> None:
             target = str(exports / ("onnx-int8" if name.startswith("int8") else "onnx"))
             results.append(measure([*dojo_serve, target, *extra], "/v2/health/ready", bodies, args,
                                    f"text · dojo serve, ONNX {name}"))
+    if args.only == "logging":
+        bodies = table_bodies(args, folder)
+        for repeat in range(args.repeats):
+            for label, extra in (("without prediction log", []),
+                                 ("with --log-predictions", ["--log-predictions", str(folder / f"logs-{repeat}")])):
+                results.append(measure([*dojo_serve, args.table_run, *extra], "/v2/health/ready", bodies, args,
+                                       f"logging · {label}"))
+        table = pd.DataFrame(results)
+        medians = table.groupby("server")[["req/s", "p50 ms", "p99 ms"]].median()
+        print(table.to_string(index=False))
+        print(medians.to_string())
+        on, off = medians.loc["logging · with --log-predictions"], medians.loc["logging · without prediction log"]
+        print(f"with / without: req/s {on['req/s'] / off['req/s']:.3f}, p99 {on['p99 ms'] / off['p99 ms']:.3f}")
+        logged = sum(1 for path in folder.glob("logs-*/predictions-*.jsonl") for _ in path.open())
+        print(f"{logged} requests logged")
+        return
     if args.only in (None, "tabular"):
         exported = export(args.table_run, runs_dir=args.runs_dir)
         preprocessing = json.loads((Path(exported["folder"]) / "manifest.json").read_text())["preprocessing"]
