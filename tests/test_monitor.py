@@ -60,3 +60,21 @@ def test_monitor_reads_a_prediction_log(classifier, capsys):
                  "--json"]) == EXIT_CODE
     summary = json.loads(capsys.readouterr().out)
     assert summary["current_rows"] == len(rows) and "size" in summary["drift"]["drifted"]
+
+
+def test_free_text_drift_through_the_models_embeddings(tmp_path):
+    from modeldojo.monitoring.monitor import monitor
+    from modeldojo.tasks.text.task import TextTask
+
+    frame, target, settings = TextTask.example("binary")
+    frame.to_csv(tmp_path / "reviews.csv", index=False)
+    dojo.train(str(tmp_path / "reviews.csv"), target=target, task="text", runs_dir=str(tmp_path / "runs"),
+               tracking=False, name="reviews", overrides={**settings, "train.epochs": 2,
+                                                          "data.label_error_check": False})
+    same = TextTask.example("binary", seed=1)[0]
+    quiet = monitor("reviews", same, runs_dir=tmp_path / "runs")
+    assert "embedding_drift" in quiet and not quiet["embedding_drift"]["drifted"]
+    off_topic = same.copy()
+    off_topic["review"] = [f"the train to osaka was cancelled again, platform {i}" for i in range(len(same))]
+    loud = monitor("reviews", off_topic, runs_dir=tmp_path / "runs")
+    assert loud["embedding_drift"]["drifted"] and loud["alert"] and loud["untested_columns"] == []

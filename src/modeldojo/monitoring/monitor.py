@@ -28,6 +28,7 @@ from ..model import Model
 from ..runs import Run, write_json
 from . import cbpe, drift
 
+EMBEDDING_SAMPLE = 500  # rows per side embedded for the text drift test (MMD's cost grows with the square)
 EXIT_CODE = 7  # drift or a performance alert: not an error of the command, a signal for the pipeline
 
 
@@ -70,6 +71,15 @@ def monitor(reference: str | Path, data=None, *, logs: str | Path | None = None,
                                "drift": report.to_dict(), "untested_columns": untested}
 
     missing = [c for c in model.features if c not in current.columns]
+    if untested and not missing:  # free text: drift of the model's own embeddings (MMD, permutation test)
+        sample = EMBEDDING_SAMPLE
+        then = reference_rows.sample(min(sample, len(reference_rows)), random_state=0)[model.features]
+        now = current.sample(min(sample, len(current)), random_state=0)[model.features]
+        vectors = model._fitted().embeddings(then)
+        if vectors is not None:
+            summary["embedding_drift"] = {"columns": untested, **drift.embedding_drift(
+                vectors, model._fitted().embeddings(now), alpha=alpha)}
+            summary["untested_columns"] = []
     if not missing:  # the model's view: drift of its predictions, and its estimated performance
         predicted_now = model.predict_frame(current[model.features])
         predicted_then = model.predict_frame(reference_rows[model.features])
@@ -93,6 +103,7 @@ def monitor(reference: str | Path, data=None, *, logs: str | Path | None = None,
     if estimated:  # an estimate above the band is good news, not an alert
         estimated["degraded_chunks"] = sum(chunk["estimated"] < chunk["lower"] for chunk in estimated["chunks"])
     summary["alert"] = bool(report.dataset_drift or summary.get("prediction_drift", {}).get("drifted")
+                            or summary.get("embedding_drift", {}).get("drifted")
                             or (estimated or {}).get("degraded_chunks"))
     out = run.directory / "monitoring" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -118,6 +129,11 @@ def _html(summary: dict[str, Any], reference: pd.DataFrame, current: pd.DataFram
     for column in report.drifted[:6]:
         parts.append(f"<h3>{html.escape(str(column))}</h3>" + _image(_histogram(reference[column], current[column]),
                                                                       f"distribution of {column}"))
+    if "embedding_drift" in summary:
+        found = summary["embedding_drift"]
+        parts.append(f"<h2>Text drift (the model's embeddings)</h2><p>MMD² {found.get('statistic', 0):.4g}, "
+                     f"permutation p-value {found.get('p_value', 1):.3g}: "
+                     f"{'drifted' if found.get('drifted') else 'no drift'}.</p>")
     if "prediction_drift" in summary:
         parts.append("<h2>Predictions</h2>" + _table(pd.DataFrame([summary["prediction_drift"]])))
     if "estimated_performance" in summary:

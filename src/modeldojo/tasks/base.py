@@ -280,6 +280,11 @@ class Task(ABC):
     def feature_importance(self) -> dict[str, float] | None:
         return None
 
+    def embeddings(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """One vector per row from the model's own encoder (text): `dojo monitor` tests drift of free text on
+        them; None = the task has none (its columns are tested one by one)."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What the model is, for the model card and `dojo runs`."""
         return {"task": self.name, "kind": self.kind, "target": self.target}

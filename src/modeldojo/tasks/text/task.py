@@ -274,6 +274,19 @@ class TextTask(Task):
         labels = np.asarray(self.classes, dtype=object)[probabilities.argmax(axis=1)]
         return Prediction(labels, probabilities, list(self.classes))
 
+    def embeddings(self, frame: pd.DataFrame) -> np.ndarray:
+        """The encoder's pooled vector of each row's text (what the head reads): `dojo monitor`'s text drift."""
+        import torch
+
+        ids = self._encode(self._texts(frame))
+        device, out = next(self.model.parameters()).device, None
+        with torch.inference_mode():
+            for chosen, input_ids, mask in text_data.length_batches(ids, PREDICT_BATCH, self.tokenizer.pad_token_id):
+                vectors = self.model.embed(input_ids.to(device), mask.to(device)).float().cpu().numpy()
+                out = np.zeros((len(ids), vectors.shape[1])) if out is None else out
+                out[chosen] = vectors
+        return out
+
     @property
     def input_columns(self):
         return list(self.text_columns)
