@@ -14,8 +14,7 @@ from .cli import overrides_and_source
 from .config import Config
 from .errors import ConfigError, DataError
 from .evaluation.metrics import PRIMARY, scalar
-
-from .maintenance_commands import models, monitor, retrain  # noqa: E402,F401 (dojo monitor, retrain, models)
+from .maintenance_commands import models, monitor, retrain  # noqa: F401 (cli dispatches by command name)
 
 
 def _runs_dir(args, config: Config | None = None) -> str:

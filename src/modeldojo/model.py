@@ -104,11 +104,12 @@ class Model:
         from .config import Config
 
         task = type(self._fitted())
-        config = Config.from_dict(self.meta.get("config", {}))
         if task.rewrites_rows():  # else the table's rows are the task's own
-            frame = task.normalize(frame, config)
+            frame = task.normalize(frame, Config.from_dict(self.meta.get("config", {})))
         frame = apply_plan(frame, self.meta.get("normalization"))
-        return mask_personal_data(frame) if config.data.mask_pii else frame
+        # Read from the recorded config rather than building a Config on every prediction (the serving path).
+        masked = self.meta.get("config", {}).get("data", {}).get("mask_pii", False)
+        return mask_personal_data(frame) if masked else frame
 
     def predict(self, data) -> np.ndarray:
         return self.predict_frame(data).values

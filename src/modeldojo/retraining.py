@@ -83,7 +83,8 @@ def retrain(name: str, data, *, runs_dir: str | Path = "runs", margin: float = 0
     from . import api
 
     champion_dir = versions.resolve(f"models:/{name}@{versions.CHAMPION}", runs_dir, uri)
-    champion_version = versions._alias_version(versions.client(runs_dir, uri), name, versions.CHAMPION)
+    mlflow = versions.client(runs_dir, uri)
+    champion_version = versions.alias_version(mlflow, name, versions.CHAMPION)
     champion = Model.load(Run(champion_dir).model_dir)
     config = Config.from_dict(champion.meta["config"])
     if config.data.path is None:
@@ -107,7 +108,7 @@ def retrain(name: str, data, *, runs_dir: str | Path = "runs", margin: float = 0
              "run.overwrite": False, "run.runs_dir": str(runs_dir)}))
     except DojoError as error:  # a failed challenger is never registered or promoted
         decision.update(promoted=False, reason=f"challenger training failed: {error}")
-        _tag(name, champion_version, decision, runs_dir, uri)
+        versions.tag_decision(mlflow, name, champion_version, decision)
         return decision
     challenger = result.model
     mean, lower, upper = paired_interval(_per_row_scores(challenger, held_out), _per_row_scores(champion, held_out))
@@ -135,15 +136,9 @@ def retrain(name: str, data, *, runs_dir: str | Path = "runs", margin: float = 0
     registered = versions.register(challenger_name, name, runs_dir=runs_dir, alias=versions.CHALLENGER, uri=uri)
     decision.update(challenger_version=registered["version"], promoted=not reasons,
                     reason="; ".join(reasons) or "better beyond the margin on the same held-out rows")
-    _tag(name, champion_version, decision, runs_dir, uri)
-    _tag(name, registered["version"], decision, runs_dir, uri)
+    versions.tag_decision(mlflow, name, champion_version, decision)
+    versions.tag_decision(mlflow, name, registered["version"], decision)
     if not reasons:
         versions.promote(name, registered["version"], runs_dir=runs_dir, uri=uri)
     write_json(Run.open(challenger_name, runs_dir).directory / "decision.json", decision)
     return decision
-
-
-def _tag(name: str, version, decision: dict[str, Any], runs_dir, uri) -> None:
-    mlflow = versions.client(runs_dir, uri)
-    for key, value in decision.items():
-        mlflow.set_model_version_tag(name, str(version), f"modeldojo.decision.{key}", str(value)[:5000])

@@ -67,7 +67,7 @@ def register(reference: str | Path, name: str, *, runs_dir: str | Path = "runs",
             **{f"metric.{key}": f"{value:.6g}" for key, value in metrics.items() if isinstance(value, (int, float))}}
     version = mlflow.create_model_version(name, source=run.model_dir.resolve().as_uri(),
                                           run_id=_mlflow_run_id(mlflow, run.directory), tags=tags)
-    alias = alias or (CHAMPION if _alias_version(mlflow, name, CHAMPION) is None else CHALLENGER)
+    alias = alias or (CHAMPION if alias_version(mlflow, name, CHAMPION) is None else CHALLENGER)
     if alias == CHAMPION:
         _make_champion(mlflow, name, version.version)
     else:
@@ -75,7 +75,8 @@ def register(reference: str | Path, name: str, *, runs_dir: str | Path = "runs",
     return {"name": name, "version": int(version.version), "alias": alias, "run": run.name}
 
 
-def _alias_version(mlflow, name: str, alias: str) -> str | None:
+def alias_version(mlflow, name: str, alias: str) -> str | None:
+    """The version number (as text) the alias points at, or None."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -85,11 +86,11 @@ def _alias_version(mlflow, name: str, alias: str) -> str | None:
 
 
 def _make_champion(mlflow, name: str, version: str) -> str | None:
-    previous = _alias_version(mlflow, name, CHAMPION)
+    previous = alias_version(mlflow, name, CHAMPION)
     if previous is not None and previous != str(version):
         mlflow.set_model_version_tag(name, str(version), PREVIOUS, str(previous))
     mlflow.set_registered_model_alias(name, CHAMPION, str(version))
-    if _alias_version(mlflow, name, CHALLENGER) == str(version):
+    if alias_version(mlflow, name, CHALLENGER) == str(version):
         mlflow.delete_registered_model_alias(name, CHALLENGER)
     return previous
 
@@ -101,15 +102,20 @@ def promote(name: str, version: int | str, *, runs_dir: str | Path = "runs", uri
     mlflow = client(runs_dir, uri)
     _version(mlflow, name, version)
     previous = _make_champion(mlflow, name, str(version))
-    for key, value in (decision or {}).items():
-        mlflow.set_model_version_tag(name, str(version), f"modeldojo.decision.{key}", str(value)[:5000])
+    tag_decision(mlflow, name, version, decision or {})
     return {"name": name, "champion": int(version), "previous": int(previous) if previous else None}
+
+
+def tag_decision(mlflow, name: str, version, decision: dict[str, Any]) -> None:
+    """A promotion decision's facts as `modeldojo.decision.*` tags on a version (MLflow caps tag values)."""
+    for key, value in decision.items():
+        mlflow.set_model_version_tag(name, str(version), f"modeldojo.decision.{key}", str(value)[:5000])
 
 
 def rollback(name: str, *, runs_dir: str | Path = "runs", uri: str | None = None) -> dict[str, Any]:
     """Put back the champion that the current one replaced."""
     mlflow = client(runs_dir, uri)
-    current = _alias_version(mlflow, name, CHAMPION)
+    current = alias_version(mlflow, name, CHAMPION)
     if current is None:
         raise NotFoundError(f"model {name!r} has no champion to roll back")
     previous = mlflow.get_model_version(name, current).tags.get(PREVIOUS)

@@ -45,7 +45,6 @@ class PredictionLog:
         self.model, self.sample_rate, self.max_file_bytes = model, sample_rate, max_file_bytes
         self.queue: queue.Queue = queue.Queue(max_queue)
         self.dropped = 0  # entries the full queue could not take (the writer fell behind)
-        self.written = 0
         self._random = random.Random(seed)
         self._stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
         self._number, self._handle, self._size = 0, None, 0
@@ -101,7 +100,6 @@ class PredictionLog:
             self._handle, self._size = open(path, "ab"), 0
         self._handle.write(data)
         self._size += len(data)
-        self.written += 1
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop."""

@@ -11,22 +11,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-PRIMARY = "mase"
-LOWER_IS_BETTER = ("mase", "smape", "rmse", "wape", "scaled_quantile_loss")
-
-
-def quantile_columns(columns) -> dict[float, str]:
-    return {float(c[1:]): c for c in columns if isinstance(c, str) and c.startswith("q") and _is_number(c[1:])}
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
 def per_series(actual: np.ndarray, predicted: np.ndarray, series: np.ndarray, scale: np.ndarray,
                quantiles: dict[float, np.ndarray]) -> pd.DataFrame:
     """One row per series: rows, MASE, sMAPE, RMSE, WAPE, scaled quantile loss, coverage."""

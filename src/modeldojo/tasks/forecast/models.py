@@ -14,13 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from ...config_forecast import FORECAST_MODELS
 
 # Models that read covariates, and which: a covariate that no chosen model reads stops the run (never dropped).
 READS_KNOWN = ("lightgbm", "arima")
 READS_STATIC = ("lightgbm",)
-STATISTICAL = ("seasonal_naive", "ets", "theta", "dynamic_theta", "ces", "arima")
-ALL_MODELS = FORECAST_MODELS
 
 
 @dataclass
@@ -107,8 +104,8 @@ def _mlforecast(spec: Spec):
                       target_transforms=[Differences([1]), LocalStandardScaler()])
 
 
-def _columns(frame: pd.DataFrame, spec: Spec, known: bool = True) -> pd.DataFrame:
-    keep = ["unique_id", "ds", "y", *(spec.known if known else []), *spec.static]
+def _columns(frame: pd.DataFrame, spec: Spec) -> pd.DataFrame:
+    keep = ["unique_id", "ds", "y", *spec.known, *spec.static]
     return frame[[column for column in keep if column in frame.columns]]
 
 
