@@ -35,7 +35,11 @@ def chat_data(tmp_path_factory):
 
 
 def torchrun(data, runs, name, overrides, mode):
-    command = [str(TORCHRUN), "--nproc_per_node", "2", "-m", "modeldojo.cli", "train", str(data), "--task", "chat",
+    from serving_helpers import free_port
+
+    # A port of its own: the default 29500 can still be held by an earlier torchrun of the suite.
+    command = [str(TORCHRUN), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "modeldojo.cli",
+               "train", str(data), "--task", "chat",
                "--name", name, "--runs-dir", str(runs), "--no-tracking", "-q", "--json", *overrides, *SETTINGS,
                f"train.distributed={mode}"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
