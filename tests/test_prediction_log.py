@@ -21,13 +21,13 @@ CANARY_EMAIL, CANARY_PHONE = "canary.taro@example.co.jp", "090-1234-5678"
 
 def test_a_slow_disk_never_slows_the_request_path(tmp_path, monkeypatch):
     log = PredictionLog(tmp_path / "logs", model={"name": "m"}, max_queue=5)
-    original = log._append
+    original = log.store.write
 
-    def slow(text):  # a disk that takes 200 ms per line
+    def slow(lines):  # a disk that takes 200 ms per write
         time.sleep(0.2)
-        original(text)
+        original(lines)
 
-    monkeypatch.setattr(log, "_append", slow)
+    monkeypatch.setattr(log.store, "write", slow)
     started = time.perf_counter()
     for number in range(50):
         log.record([{"x": number}], [{"value": number}], 0.001)
@@ -84,3 +84,52 @@ def test_canary_personal_data_reaches_no_log(tmp_path):
     logging.getLogger("uvicorn.error").removeHandler(server_log)
     assert any("prediction failed: value <EMAIL>" in message for message in server_log.messages)
     assert all(CANARY_EMAIL not in message for message in server_log.messages)
+
+
+def test_a_database_store_takes_the_log_and_monitor_reads_it(tmp_path, postgres_url):
+    """`--log-predictions postgresql://…`: entries land in a table of a real PostgreSQL server, masked, and
+    `dojo monitor --logs URL` reads them back (a team's servers share one store)."""
+    url = postgres_url.replace("postgresql+psycopg2://", "postgresql://")  # what a user types
+    frame, target, _ = tasks.get("tabular").example("binary")
+    frame.to_csv(tmp_path / "houses.csv", index=False)  # monitor compares against the run's own file
+    dojo.train(str(tmp_path / "houses.csv"), target=target, runs_dir=str(tmp_path), tracking=False, name="houses",
+               overrides={"data.label_error_check": False})
+    rows = frame.drop(columns=[target]).head(40).to_dict("records")
+    rows[0]["city"] = f"mail {CANARY_EMAIL}"
+    with running(create_app(lambda: open_predictor("houses", tmp_path), Settings(log_predictions=url))) as served:
+        for start in range(0, 40, 4):
+            assert httpx.post(served + "/predict", json={"inputs": rows[start:start + 4]}).status_code == 200
+    entries = [entry for entry in read_logs(url) if entry["model"]["source"].startswith(str(tmp_path))]
+    assert len(entries) == 10 and all(entry["status"] == 200 for entry in entries)
+    assert entries[0]["inputs"][0]["city"] == "mail <EMAIL>"
+    assert entries[0]["time"] <= entries[-1]["time"]
+    summary = dojo.monitor("houses", logs=url, runs_dir=str(tmp_path))
+    assert summary["current_rows"] >= 40
+
+
+def test_a_database_store_that_fails_loses_entries_not_the_server(tmp_path):
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}", model={"name": "m"})
+    log.record([{"x": 1}], [{"value": 1}], 0.001)
+    log.close()
+    assert [entry["inputs"] for entry in read_logs(f"sqlite:///{tmp_path / 'log.db'}")] == [[{"x": 1}]]
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}", model={"name": "m"})
+    log.store.table.drop(log.store.engine)  # the table disappears under a running server
+    log.record([{"x": 2}], [{"value": 2}], 0.001)
+    log.close()
+    assert log.dropped == 1
+
+
+def test_a_log_database_that_cannot_be_reached_fails_the_start(tmp_path):
+    frame, target, _ = tasks.get("tabular").example("binary")
+    dojo.train(frame, target=target, runs_dir=str(tmp_path), tracking=False, name="houses",
+               overrides={"data.label_error_check": False})
+    url = "postgresql://dojo:secret-word@127.0.0.1:1/nowhere"  # port 1: nothing listens
+    with running(create_app(lambda: open_predictor("houses", tmp_path), Settings(log_predictions=url)),
+                 ready=False) as served:
+        for _ in range(300):
+            live = httpx.get(served + "/v2/health/live")
+            if live.status_code == 500:
+                break
+            time.sleep(0.1)
+    assert live.status_code == 500 and "prediction log" in live.json()["error"]
+    assert "secret-word" not in live.text

@@ -190,9 +190,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="onnx: ONNX Runtime on the run's export; native: the run's PyTorch / booster model; "
                             "auto (default): the export when there is one")
     serve.add_argument("--name", help="model name in the /v2 routes (default: the run or folder name)")
-    serve.add_argument("--log-predictions", metavar="DIR", help="append every request (inputs and outputs, "
-                       "personal data masked), its answer and latency to JSON Lines files in DIR (read by `dojo "
-                       "monitor RUN --logs DIR`)")
+    serve.add_argument("--log-predictions", metavar="DIR|URL", help="append every request (inputs and outputs, "
+                       "personal data masked), its answer and latency to JSON Lines files in DIR, or to a database "
+                       "table at URL (postgresql://user@host/db; read by `dojo monitor RUN --logs DIR|URL`)")
     serve.add_argument("--log-sample-rate", type=float, default=1.0, help="share of requests logged (default 1)")
     serve.add_argument("--max-batch-size", type=int, default=32, help="rows per model call (default 32)")
     serve.add_argument("--max-wait-ms", type=float, default=2.0, help="longest wait for a batch to fill (default 2)")

@@ -253,11 +253,15 @@ def chat(args, out) -> int:
 def serve(args, out) -> int:
     import os
 
+    from .serving.log_stores import is_database_url
     from .serving.server import serve as run_server
+
+    def _log_target(target):  # a folder is made absolute (workers may start elsewhere); a URL is kept as given
+        return None if not target else target if is_database_url(target) else str(Path(target).resolve())
 
     options = {"max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue,
                "api_key": args.api_key or os.environ.get("DOJO_API_KEY") or None,
-               "log_predictions": str(Path(args.log_predictions).resolve()) if args.log_predictions else None,
+               "log_predictions": _log_target(args.log_predictions),
                "log_sample_rate": args.log_sample_rate}
     if args.timeout:
         options["timeout_s"] = args.timeout

@@ -16,7 +16,8 @@ def add_parsers(command, reading) -> None:
                       [reading])
     monitor.add_argument("run", help="run name or folder (or models:/NAME@champion)")
     monitor.add_argument("--data", help="the new rows (CSV/TSV/JSONL/Parquet)")
-    monitor.add_argument("--logs", metavar="DIR", help="a `dojo serve --log-predictions` folder instead of --data")
+    monitor.add_argument("--logs", metavar="DIR|URL", help="a `dojo serve --log-predictions` folder or database URL "
+                         "instead of --data")
     monitor.add_argument("--correction", choices=["holm", "bh"], default="holm",
                          help="multiple-testing correction across columns (default holm)")
     monitor.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")

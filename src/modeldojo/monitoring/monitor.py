@@ -3,7 +3,9 @@
 Reference = the run's own training rows (its data file and seed rebuild the split); current = the new rows, or the
 inputs of a prediction log (`dojo serve --log-predictions`). Reported:
 - per-column drift (drift.table_drift: two-sample tests corrected across columns, flagged only past an effect-size
-  floor, PSI beside); free-text and image columns are listed as not tested (embedding drift needs the encoder);
+  floor, PSI beside); free-text and image columns are tested together on the model's own embeddings (the text
+  encoder's or the image backbone's pooled vector: drift.embedding_drift, MMD with a permutation test), or listed
+  as not tested when the task has no embeddings;
 - drift of the model's predictions on both (the predicted value, or the predicted class);
 - for classifiers, the accuracy estimated without labels (cbpe.monitor, chunk by chunk, against a band bootstrapped
   from the run's test rows);
@@ -28,24 +30,42 @@ from ..model import Model
 from ..runs import Run, write_json
 from . import cbpe, drift
 
-EMBEDDING_SAMPLE = 500  # rows per side embedded for the text drift test (MMD's cost grows with the square)
+EMBEDDING_SAMPLE = 500  # rows per side embedded for the text / image drift test (MMD's cost grows with the square)
 EXIT_CODE = 7  # drift or a performance alert: not an error of the command, a signal for the pipeline
 
 
 def _current_rows(model: Model, config: Config, data, logs) -> pd.DataFrame:
     if (data is None) == (logs is None):
-        raise ConfigError("dojo monitor: give the new rows, --data FILE or --logs DIR (not both)")
+        raise ConfigError("dojo monitor: give the new rows, --data FILE or --logs DIR|URL (not both)")
     if logs is not None:
         from ..serving.prediction_log import read_logs
 
         entries = [entry for entry in read_logs(logs) if entry.get("status") == 200]
         rows = [row for entry in entries for row in entry.get("inputs") or []]
         if not rows:
+            from ..serving.log_stores import is_database_url, redacted_url
+
+            logs = redacted_url(str(logs)) if is_database_url(logs) else logs
             raise DataError(f"{logs}: no logged predictions to monitor (dojo serve --log-predictions {logs})")
         return pd.DataFrame.from_records(rows)
     frame = data if isinstance(data, pd.DataFrame) else tasks.read(data, format=config.data.format,
                                                                     delimiter=config.data.delimiter)
     return model._normalize(frame)
+
+
+def _absolute_images(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """Image paths relative to the new rows' file (or folder) made absolute: the rows are later re-read as a
+    DataFrame (`Model.evaluate`), which forgets the file they came from."""
+    from ..data.images import base_folder, resolve
+
+    base, present = base_folder(frame), [c for c in columns if c in frame.columns]
+    if base is None or not present:
+        return frame
+    out = frame.copy(deep=False)
+    for column in present:
+        out[column] = [str(resolve(cell, base)) if isinstance(cell, str) else cell for cell in frame[column]]
+    out.attrs = dict(frame.attrs)
+    return out
 
 
 def monitor(reference: str | Path, data=None, *, logs: str | Path | None = None, runs_dir: str | Path = "runs",
@@ -61,6 +81,7 @@ def monitor(reference: str | Path, data=None, *, logs: str | Path | None = None,
     train_rows, _, test_rows = api._split(prepared)
     current = _current_rows(model, config, data, logs)
     checks = run.read_json("checks.json") or {}
+    current = _absolute_images(current, checks.get("image_columns", []))
     untested = [c for c in model.features if c in set(checks.get("free_text", [])) | set(checks.get("image_columns", []))]
     columns = [c for c in model.features if c not in untested and c in current.columns]
     if not columns and not untested:
@@ -71,7 +92,7 @@ def monitor(reference: str | Path, data=None, *, logs: str | Path | None = None,
                                "drift": report.to_dict(), "untested_columns": untested}
 
     missing = [c for c in model.features if c not in current.columns]
-    if untested and not missing:  # free text: drift of the model's own embeddings (MMD, permutation test)
+    if untested and not missing:  # free text, images: drift of the model's own embeddings (MMD, permutation test)
         sample = EMBEDDING_SAMPLE
         then = reference_rows.sample(min(sample, len(reference_rows)), random_state=0)[model.features]
         now = current.sample(min(sample, len(current)), random_state=0)[model.features]
@@ -131,7 +152,7 @@ def _html(summary: dict[str, Any], reference: pd.DataFrame, current: pd.DataFram
                                                                       f"distribution of {column}"))
     if "embedding_drift" in summary:
         found = summary["embedding_drift"]
-        parts.append(f"<h2>Text drift (the model's embeddings)</h2><p>MMD² {found.get('statistic', 0):.4g}, "
+        parts.append(f"<h2>Text and image drift (the model's embeddings)</h2><p>MMD² {found.get('statistic', 0):.4g}, "
                      f"permutation p-value {found.get('p_value', 1):.3g}: "
                      f"{'drifted' if found.get('drifted') else 'no drift'}.</p>")
     if "prediction_drift" in summary:

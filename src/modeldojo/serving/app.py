@@ -100,9 +100,16 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None, 
         if settings.log_predictions:
             from .prediction_log import PredictionLog
 
-            state.log = PredictionLog(settings.log_predictions, sample_rate=settings.log_sample_rate,
-                                      model={"name": predictor.name, "task": predictor.task,
-                                             "source": predictor.source, "backend": predictor.backend})
+            try:  # a log database that cannot be reached fails the start, not the first requests
+                state.log = PredictionLog(settings.log_predictions, sample_rate=settings.log_sample_rate,
+                                          model={"name": predictor.name, "task": predictor.task,
+                                                 "source": predictor.source, "backend": predictor.backend})
+            except Exception as error:  # noqa: BLE001 - reported through liveness and the log, masked
+                from .prediction_log import privacy_safe
+
+                state.status, state.error = "failed", f"prediction log: {privacy_safe(error)}"
+                log.error("%s", state.error)
+                return
         state.status = "ready"
         log.info("ready: %s (%s, %s backend on %s)", predictor.name, predictor.task, predictor.backend,
                  predictor.device)

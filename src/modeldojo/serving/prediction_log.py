@@ -1,9 +1,10 @@
-"""`dojo serve --log-predictions DIR`: every answered (or refused) request as one JSON line — request id, time,
+"""`dojo serve --log-predictions DIR|URL`: every answered (or refused) request as one JSON line — request id, time,
 model name and source, inputs, outputs, latency, status — with personal data masked (privacy.mask_json).
 
 The request path only puts a reference on a bounded queue (`put_nowait`: a full queue drops the entry and counts
-it, it never waits); one writer thread masks, serialises and appends, rotating files at `max_file_bytes`
-(predictions-<start time>-<n>.jsonl). `dojo monitor RUN --logs DIR` reads these files back.
+it, it never waits); one writer thread takes what is queued, masks and serialises it, and hands the batch to a store (log_stores.py):
+rotated JSON-lines files in a folder, or a table in a database such as PostgreSQL. `dojo monitor RUN --logs DIR|URL`
+reads them back.
 
 The server's own log lines pass through `MaskingFilter`, so an error message that quotes a cell (a DataError naming
 a value) never writes an e-mail address or a phone number into the log either.
@@ -21,7 +22,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-FILE_PATTERN = "predictions-*.jsonl"
+from . import log_stores
+from .log_stores import FILE_PATTERN  # noqa: F401 - re-exported for readers of the folder layout
+
 _STOP = object()
 
 
@@ -38,16 +41,15 @@ def _plain(value: Any) -> Any:
 
 
 class PredictionLog:
-    def __init__(self, folder: str | Path, *, model: dict[str, Any], sample_rate: float = 1.0,
-                 max_file_bytes: int = 64 << 20, max_queue: int = 10000, seed: int | None = None) -> None:
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.model, self.sample_rate, self.max_file_bytes = model, sample_rate, max_file_bytes
+    def __init__(self, target: str | Path, *, model: dict[str, Any], sample_rate: float = 1.0,
+                 max_file_bytes: int = 64 << 20, max_queue: int = 10000, seed: int | None = None,
+                 max_batch: int = 256) -> None:
+        # The store opens here, in the server's start-up, so a bad database URL fails loudly before traffic.
+        self.store = log_stores.open_store(target, max_file_bytes)
+        self.model, self.sample_rate, self.max_batch = model, sample_rate, max_batch
         self.queue: queue.Queue = queue.Queue(max_queue)
-        self.dropped = 0  # entries the full queue could not take (the writer fell behind)
+        self.dropped = 0  # entries the full queue could not take (the writer fell behind) or the store refused
         self._random = random.Random(seed)
-        self._stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-        self._number, self._handle, self._size = 0, None, 0
         self._thread = threading.Thread(target=self._write_all, name="dojo-prediction-log", daemon=True)
         self._thread.start()
 
@@ -67,44 +69,48 @@ class PredictionLog:
         return request_id
 
     # -- the writer thread -----------------------------------------------------------------
-    def _write_all(self) -> None:
+    def _line(self, item) -> str:
         from .. import privacy
 
-        while True:
-            item = self.queue.get()
-            if item is _STOP:
-                break
-            request_id, stamp, rows, answers, latency_s, status, error = item
-            line = {"request_id": request_id,
-                    "time": dt.datetime.fromtimestamp(stamp, dt.timezone.utc).isoformat(timespec="milliseconds"),
-                    "model": self.model, "status": status, "latency_ms": round(latency_s * 1000, 3),
-                    "inputs": privacy.mask_json(rows), "outputs": privacy.mask_json(answers),
-                    "error": privacy.mask(error) if error else None}
-            try:
-                self._append(json.dumps(line, ensure_ascii=False, default=_plain) + "\n")
-            except OSError as failure:  # a full disk must not take the server down: count and go on
-                logging.getLogger("uvicorn.error").warning("prediction log: %s", failure)
-                self.dropped += 1
-            if self.queue.empty() and self._handle:
-                self._handle.flush()
-        if self._handle:
-            self._handle.close()
+        request_id, stamp, rows, answers, latency_s, status, error = item
+        line = {"request_id": request_id,
+                "time": dt.datetime.fromtimestamp(stamp, dt.timezone.utc).isoformat(timespec="milliseconds"),
+                "model": self.model, "status": status, "latency_ms": round(latency_s * 1000, 3),
+                "inputs": privacy.mask_json(rows), "outputs": privacy.mask_json(answers),
+                "error": privacy.mask(error) if error else None}
+        return json.dumps(line, ensure_ascii=False, default=_plain)
 
-    def _append(self, text: str) -> None:
-        data = text.encode("utf-8")
-        if self._handle is None or self._size + len(data) > self.max_file_bytes and self._size:
-            if self._handle:
-                self._handle.close()
-            self._number += 1
-            path = self.folder / f"predictions-{self._stamp}-{self._number:04d}.jsonl"
-            self._handle, self._size = open(path, "ab"), 0
-        self._handle.write(data)
-        self._size += len(data)
+    def _write_all(self) -> None:
+        stopping = False
+        while not stopping:
+            batch = [self.queue.get()]
+            # Whatever else is already queued goes in the same write (one transaction for a database).
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            if _STOP in batch:
+                stopping = True
+                batch = [item for item in batch if item is not _STOP]
+            if not batch:
+                continue
+            try:
+                self.store.write([self._line(item) for item in batch])
+            except Exception as failure:  # noqa: BLE001 - a full disk or a lost database must not stop serving
+                logging.getLogger("uvicorn.error").warning("prediction log: %d entries lost: %s",
+                                                           len(batch), privacy_safe(failure))
+                self.dropped += len(batch)
+        self.store.close()
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop."""
         self.queue.put(_STOP)
         self._thread.join(timeout)
+
+
+def privacy_safe(failure: Exception) -> str:
+    """A store's error text, masked (a database error can quote the row it refused)."""
+    from .. import privacy
+
+    return privacy.mask(str(failure))[:500]
 
 
 class MaskingFilter(logging.Filter):
@@ -123,10 +129,6 @@ class MaskingFilter(logging.Filter):
         return True
 
 
-def read_logs(folder: str | Path) -> list[dict[str, Any]]:
-    """Every entry of a prediction-log folder, oldest file first."""
-    entries = []
-    for path in sorted(Path(folder).glob(FILE_PATTERN)):
-        with open(path, encoding="utf-8") as handle:
-            entries.extend(json.loads(line) for line in handle if line.strip())
-    return entries
+def read_logs(target: str | Path) -> list[dict[str, Any]]:
+    """Every entry of a prediction-log folder or database, oldest first."""
+    return log_stores.read_entries(target)
