@@ -57,6 +57,25 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     different = [k for k in straight if not torch.equal(straight[k], after_resume[k])]
     assert not different, f"resumed weights differ in {different[:5]}"
 
+    # Stop on request (SIGTERM: `dojo app`'s Stop button): a checkpoint of the very step, status `stopped`,
+    # exit code 8; resuming from that off-schedule step gives the same weights too.
+    stopped = subprocess.Popen(command(data, runs, "stopped", overrides["model.name"]))
+    events = runs / "stopped" / "events.jsonl"
+    while time.time() < deadline + 120 and not (events.is_file() and '"train_loss"' in events.read_text()
+                                                 and events.read_text().count('"train_loss"') >= 23):
+        time.sleep(0.01)
+    stopped.send_signal(signal.SIGTERM)
+    assert stopped.wait(timeout=120) == 8
+    status = json.loads((runs / "stopped" / "status.json").read_text())
+    assert status["status"] == "stopped" and not (runs / "stopped" / "model").exists()
+    stopped_at = int(checkpoints.latest(runs / "stopped" / "checkpoints").name.split("-")[1])
+    assert stopped_at % 5 != 0 or stopped_at > 23  # a step of its own, not only the every-5 schedule
+    assert '"event": "stopped"' in events.read_text()
+    subprocess.run(command(data, runs, "stopped", overrides["model.name"]), check=True, timeout=300)
+    assert json.loads((runs / "stopped" / "metrics.json").read_text())["fit"]["resumed_from_step"] == stopped_at
+    after_stop = weights(runs / "stopped")
+    assert not [k for k in straight if not torch.equal(straight[k], after_stop[k])]
+
 
 def test_interrupted_checkpoint_write_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
     frame, target, overrides = reviews("binary")

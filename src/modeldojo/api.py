@@ -20,10 +20,12 @@ from .data import balance, checks as checks_module, normalize as cells, splits
 from .data.images import base_folder  # (data.checks imports it anyway)
 from .data.target import require_column
 from .environment import describe as describe_environment
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, StopRequested
 from .evaluation import card, metrics as metrics_module, report
 from .model import Model
 from .runs import Run, reading_encoding  # noqa: F401 (api.reading_encoding is public)
+from .tracking.event_log import EventLog
+from .training import stopping
 
 # Keyword shortcuts accepted by train()/check() in Python, mapped to config keys.
 SHORTCUTS = {"task": "task.name", "kind": "task.kind", "model": "model.name", "name": "run.name",
@@ -224,6 +226,7 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
             task, info = _fit(prepared, train_rows, validation, bus, workdir=Path(config.run.runs_dir) / name)
             return TrainResult(Run(Path(config.run.runs_dir) / name), None, {}, prepared.checks, info)
     run = Run.create(config.run.runs_dir, name, config.run.overwrite, resume=config.train.resume)
+    bus.subscribe_all(EventLog(run.directory))  # events.jsonl: what `dojo app` streams live
     if config.tracking.enabled:
         from .tracking.mlflow_tracker import MlflowTracker, default_uri
 
@@ -240,6 +243,7 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
         run.write_json("checks.json", prepared.checks.to_dict())
         bus.emit(ev.RUN_STARTED, run=run, config=config)
         task, info = _fit(prepared, train_rows, validation, bus, workdir=run.directory)
+        stopping.check("after fitting, before evaluation")  # a task without a step loop stops here
         history = info.pop("history", None)
         if history:
             run.write_json("history.json", history)
@@ -278,7 +282,8 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
         run.set_status("completed", finished=runs_module.now(), learner=description.get("learner"))
         bus.emit(ev.RUN_COMPLETED, run=run, metrics=scores)
     except BaseException as error:  # KeyboardInterrupt too: the run must not look complete
-        run.set_status("failed", finished=runs_module.now(), error=f"{type(error).__name__}: {error}")
+        run.set_status("stopped" if isinstance(error, StopRequested) else "failed", finished=runs_module.now(),
+                       error=f"{type(error).__name__}: {error}")
         bus.emit(ev.RUN_FAILED, run=run, error=error)
         raise
     return TrainResult(run, Model.from_task(task, run.model_dir), scores, prepared.checks, info)
@@ -294,6 +299,20 @@ def check(data, target: str | None = None, *, config: Config | str | Path | None
     task_class, frame, config = _task_frame(_read(source, config), config)
     # The table-model label-error check runs only where the task's data suits it (as in train).
     return task_class.check_data(frame, config, config.data.target not in frame.columns or task_class.row_label_checks)
+
+
+def suggest(data, config: Config | None = None) -> dict[str, Any]:
+    """What to train without being told: the task and a target column (the task's own, e.g. an image folder's
+    label, else target.guess_target). `dojo app` pre-selects these; `dojo check` without --target names them."""
+    from .data.target import guess_target
+
+    config = config or Config()
+    frame = _read(data, config)
+    task_class, normalized, filled = _task_frame(frame, config)
+    target = filled.data.target or guess_target(normalized)
+    if target and config.task.name == "auto":  # with a target known, detection may pick another task
+        task_class = tasks.get(_task_name(frame, filled.with_overrides({"data.target": target})))
+    return {"task": task_class.name, "target": target, "columns": [str(c) for c in normalized.columns]}
 
 
 def load(reference: str | Path, runs_dir: str | Path = "runs") -> Model:

@@ -24,7 +24,7 @@ from .errors import ConfigError, DojoError
 
 console = Console(stderr=True, highlight=False)  # human output on stderr; stdout stays clean for --json / data
 EXIT_CODES = "exit codes: 0 ok, 1 internal error, 2 bad command line/config, 3 bad data, 4 training failed, " \
-             "5 run or model not found, 6 export parity failed, 7 monitor alert (drift), 130 interrupted"
+             "5 run or model not found, 6 export parity failed, 7 monitor alert (drift), 8 stopped on request (SIGTERM; --resume continues), 130 interrupted"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -225,9 +225,11 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file in the runs folder)")
     command("doctor", "Show versions, hardware, installed extras and offline assets.", "dojo doctor")
+    from .app_command import add_parser as add_app_parser
     from .maintenance_commands import add_parsers
 
     add_parsers(command, reading)
+    add_app_parser(command)
     return parser
 
 

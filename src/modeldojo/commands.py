@@ -14,6 +14,7 @@ from .cli import overrides_and_source
 from .config import Config
 from .errors import ConfigError, DataError
 from .evaluation.metrics import PRIMARY, scalar
+from .app_command import app  # noqa: F401 (cli dispatches by command name)
 from .maintenance_commands import models, monitor, retrain  # noqa: F401 (cli dispatches by command name)
 
 
@@ -66,7 +67,10 @@ def train(args, out) -> int:
     bus.subscribe("checks_done", lambda report, **_: _print_findings(out, report))
     bus.subscribe("run_started", lambda run, config, **_: out.say(
         f"[cyan]•[/] run [bold]{run.name}[/]: task {config.task.name} ({config.task.kind})"))
-    result = api.train(config=config, events=bus)
+    from .training import stopping
+
+    with stopping.on_signals():  # SIGTERM (dojo app's Stop): checkpoint, mark the run stopped, exit 8
+        result = api.train(config=config, events=bus)
     if result.model is None:  # a worker process of a multi-process launch: process 0 reports
         return 0
     metrics = scalar(result.metrics)
@@ -125,6 +129,11 @@ def check(args, out) -> int:
     report = api.check(None, config=config)
     out.say(f"[bold]{escape(report.source)}[/]: {report.rows} rows × {report.columns} columns"
             + (escape(f", target {report.target!r} ({report.kind})") if report.target else ""))
+    if not report.target and config.data.path:  # the same guess `dojo app` pre-selects
+        likely = api.suggest(config.data.path, config)
+        if likely["target"]:
+            out.say(escape(f"no --target given: likely {likely['target']!r} ({likely['task']} task); "
+                           f"check it with --target {likely['target']}"))
     out.table("Columns", ["column", "dtype", "missing", "missing %", "unique", "notes"],
               [[r["column"], r["dtype"], r["missing"], r["missing_pct"], r["unique"], r["notes"]]
                for r in report.column_table])

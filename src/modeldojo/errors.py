@@ -3,7 +3,7 @@
 Exit codes (documented in docs/cli.md):
   0 success · 1 unexpected internal error · 2 bad command line or config ·
   3 bad input data (blocking data-quality problem) · 4 training failed · 5 run or model not found ·
-  6 export refused (parity check failed)
+  6 export refused (parity check failed) · 8 training stopped on request (resumable with --resume)
 """
 from __future__ import annotations
 
@@ -40,3 +40,10 @@ class ParityError(DojoError):
     """An export whose outputs differ from the original model's beyond the tolerance."""
 
     exit_code = 6
+
+
+class StopRequested(DojoError):
+    """Training was asked to stop (SIGTERM, e.g. `dojo app`'s Stop button): the last checkpoint is on disk and the
+    run is marked `stopped`; `dojo train … --resume` continues it."""
+
+    exit_code = 8

@@ -201,7 +201,7 @@ class Run:
 
     def resumable(self) -> bool:
         """An unfinished run that left a whole training checkpoint behind."""
-        if self.status().get("status") not in ("running", "failed"):
+        if self.status().get("status") not in ("running", "failed", "stopped"):
             return False
         checkpoints = self.directory / "checkpoints"
         return checkpoints.is_dir() and any(p.name.startswith("step-") and (p / "state.json").is_file()

@@ -18,6 +18,7 @@ from ..config import TrainConfig
 from ..errors import TrainingError
 from ..evaluation.metrics import LOWER_IS_BETTER
 from . import checkpoint as checkpoints
+from . import stopping
 from .distributed import Distributed
 from .dropout import use_fast_dropout
 from .recompute import enable_activation_checkpointing, recompute_adapter_dropout
@@ -184,6 +185,7 @@ def _fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir
                                      "learning_rate": scheduler.get_last_lr()[0]})
             bus.emit(ev.METRICS, metrics={"loss": loss_value}, step=state["step"], prefix="train_")
             bus.emit(ev.PROGRESS, name="training steps", completed=state["step"], total=total,
+                     rate=result.examples_per_second,
                      info=f"epoch {state['epoch'] + 1}/{config.epochs} · loss {loss_value:.4f} · "
                           f"{result.examples_per_second:.1f} examples/s" + _best_text(state, monitor))
             end_of_epoch = state["position"] == len(batches)
@@ -204,6 +206,11 @@ def _fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir
             if out_of_time or (config.checkpoint_every and state["step"] % config.checkpoint_every == 0) or \
                     (not config.checkpoint_every and end_of_epoch):
                 save_checkpoint()
+            elif _stop_asked(dist):  # Stop (SIGTERM): a checkpoint of this step, then out; --resume continues
+                save_checkpoint()
+            if _stop_asked(dist):
+                bus.emit(ev.STAGE, name="stopped", detail=f"on request at step {state['step']} of {total}")
+                stopping.check(f"at step {state['step']} of {total}; the checkpoint is written, --resume continues")
             if end_of_epoch:
                 break  # the next epoch gets its own batch order
         if state["position"] >= len(batches):  # resumed from a checkpoint written at an epoch's last step
@@ -222,6 +229,11 @@ def _fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir
     result.micro_batches_per_step = config.gradient_accumulation * state["split"]
     result.train_seconds = result.train_seconds or (time.perf_counter() - started)
     return result
+
+
+def _stop_asked(dist: Distributed) -> bool:
+    # Several processes must agree on the step they stop at, so the main process's flag decides for all.
+    return stopping.requested() if dist.world == 1 else bool(dist.from_main(stopping.requested()))
 
 
 def _best_text(state: dict[str, Any], monitor: str) -> str:
