@@ -34,6 +34,8 @@ demo: install
 test: install
 	# PostgreSQL for the multi-machine tuning tests (Debian package; skipped with a message where it cannot be had).
 	bash scripts/install_postgres.sh
+	# Chromium for the web UI's browser tests (Debian packages; skipped with a message where it cannot be had).
+	bash scripts/install_browser.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: install

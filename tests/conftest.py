@@ -4,6 +4,7 @@ import pytest
 
 from modeldojo.tasks.tabular import TabularTask
 from postgres_server import postgres_url  # noqa: F401
+from browser import browser, new_page, page  # noqa: F401
 
 
 @pytest.fixture(scope="module")

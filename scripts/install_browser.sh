@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Make sure a Chromium (Debian packages `chromium` and `chromium-driver`) is available for the
+# browser tests of the web UI (`dojo app`), which drive it with Playwright for Python
+# (tests/browser.py). Playwright's own browser download is not used: it cannot be reached from
+# every machine, and Debian's build works with Playwright's executable_path.
+# Idempotent and never fails the build: it always exits 0. Without Chromium those tests skip.
+# $DOJO_CHROMIUM, when set, names the browser to use instead of /usr/bin/chromium.
+
+say() { echo "install_browser: $*"; }
+
+CHROMIUM="${DOJO_CHROMIUM:-/usr/bin/chromium}"
+
+report_found() {
+    say "Chromium found at $CHROMIUM: $("$CHROMIUM" --version 2>/dev/null || echo 'version unknown')"
+}
+
+main() {
+    if [ -x "$CHROMIUM" ]; then
+        report_found
+        return 0
+    fi
+    if [ -n "${DOJO_CHROMIUM:-}" ]; then
+        say "DOJO_CHROMIUM=$DOJO_CHROMIUM is not an executable file; the browser tests will be skipped."
+        return 0
+    fi
+
+    if [ "${EUID:-$(id -u)}" != "0" ]; then
+        say "Chromium not installed ($CHROMIUM missing) and not running as root; cannot install it."
+        say "The browser tests will be skipped (install with: sudo apt-get install chromium chromium-driver)."
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        say "Chromium not installed ($CHROMIUM missing) and apt-get is not available; cannot install it."
+        say "The browser tests will be skipped (or set DOJO_CHROMIUM to a Chromium/Chrome executable)."
+        return 0
+    fi
+
+    export DEBIAN_FRONTEND=noninteractive
+    local install=(apt-get install -y --no-install-recommends chromium chromium-driver)
+    say "installing the Debian packages chromium and chromium-driver: ${install[*]}"
+    if ! "${install[@]}"; then
+        say "install failed; running apt-get update and trying again"
+        apt-get update || say "apt-get update failed"
+        if ! "${install[@]}"; then
+            say "could not install chromium; the browser tests will be skipped."
+            return 0
+        fi
+    fi
+
+    if [ -x "$CHROMIUM" ]; then
+        report_found
+    else
+        say "chromium was installed but $CHROMIUM was not found; the browser tests will be skipped."
+    fi
+    return 0
+}
+
+main "$@"
+exit 0
