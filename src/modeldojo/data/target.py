@@ -127,3 +127,21 @@ def label_matrix(values, labels: list[str], separator: str = DEFAULT_SEPARATOR) 
             if label in index:
                 matrix[row, index[label]] = 1
     return matrix
+
+
+# Column names that usually hold what is to be predicted (compared case- and space-insensitively).
+TARGET_NAMES = ("target", "label", "labels", "class", "y", "outcome", "answer", "sale_price", "saleprice", "price",
+                "stars", "rating", "score", "category", "churn", "survived", "目的変数", "正解", "ラベル", "クラス",
+                "分類", "カテゴリ", "評価")
+
+
+def guess_target(frame: pd.DataFrame) -> str | None:
+    """The column a user most likely wants predicted: a conventional name (label, target, price …), else the last
+    column (where most published tables put it). `dojo check` and `dojo app` offer it; training never assumes it."""
+    if frame.shape[1] == 0:
+        return None
+    plain = {str(column).strip().lower().replace(" ", "_").replace("-", "_"): column for column in frame.columns}
+    for name in TARGET_NAMES:
+        if name in plain:
+            return plain[name]
+    return frame.columns[-1]

@@ -137,6 +137,13 @@ class Codec:
                 "probabilities": ([rows, len(self.classes)],
                                   [answer["probabilities"][name] for answer in answers for name in self.classes])}
 
+    # -- the web app's Try-it form (dojo app) ------------------------------------------------
+    def form_fields(self) -> list[dict[str, Any]]:
+        """One field per input: name and widget (number, date, text, textarea, image, chat). The web app draws
+        the form from this and sends what the user typed back through `records` (or `upload_records`)."""
+        widgets = {"numeric": "number", "datetime": "date"}
+        return [{"name": column, "widget": widgets.get(self.column_type(column), "text")} for column in self.features]
+
     # -- the OpenAPI document ------------------------------------------------------------
     def item_schema(self) -> dict[str, Any]:
         """JSON Schema of one POST /predict input item, exactly what `records` accepts."""

@@ -27,6 +27,9 @@ class ImageCodec(Codec):
     uploads: ClassVar[bool] = True
     strings: ClassVar[bool] = True
 
+    def form_fields(self) -> list[dict[str, Any]]:
+        return [{"name": column, "widget": "image"} for column in self.features]
+
     def cell(self, column: str, value: Any, where: str, budget: dict[str, int]) -> Any:
         if isinstance(value, bytes):
             image = decode_image_bytes(value, where)

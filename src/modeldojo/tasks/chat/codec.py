@@ -37,6 +37,9 @@ class ChatCodec(Codec):
     strings: ClassVar[bool] = True  # a bare string is one question
     timeout_s: ClassVar[float | None] = 120.0  # a few hundred tokens on a CPU take tens of seconds
 
+    def form_fields(self) -> list[dict[str, Any]]:  # the web app keeps the conversation, sends it as JSON
+        return [{"name": column, "widget": "chat"} for column in self.features]
+
     def cell(self, column: str, value: Any, where: str, budget: dict[str, int]) -> Any:
         if isinstance(value, bytes):  # a BYTES tensor element: a question, or a JSON list of messages
             value = _text(value, where)

@@ -9,6 +9,9 @@ from ..codec import Codec, _shown, _text
 class TextCodec(Codec):
     strings: ClassVar[bool] = True
 
+    def form_fields(self) -> list[dict[str, Any]]:
+        return [{"name": column, "widget": "textarea"} for column in self.features]
+
     def cell(self, column: str, value: Any, where: str, budget: dict[str, int]) -> Any:
         if isinstance(value, bytes):  # a binary BYTES tensor element
             return _text(value, where)
