@@ -216,6 +216,36 @@ class ImageTask(Task):
         labels = np.asarray(self.classes, dtype=object)[probabilities.argmax(axis=1)]
         return Prediction(labels, probabilities, list(self.classes))
 
+    def embeddings(self, frame: pd.DataFrame) -> np.ndarray:
+        """The backbone's pooled feature vector of each row's image (what the head reads, captured on its way
+        into the head, so every backbone family works alike): `dojo monitor`'s image drift."""
+        import torch
+
+        from . import pipeline
+
+        if self.image_column not in frame.columns:
+            raise DataError(f"missing image column {self.image_column!r}")
+        store = self._store(frame, self.image_size)
+        model, spec = self.model, self.model.spec
+        modules = dict(model.named_modules())
+        head = next(modules[name] for name in model.head_names if name in modules)
+        captured: list[torch.Tensor] = []
+        hook = head.register_forward_pre_hook(lambda _module, inputs: captured.append(inputs[0]))
+        device, out = next(model.parameters()).device, None
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(store), PREDICT_BATCH):
+                    indices = list(range(start, min(len(store), start + PREDICT_BATCH)))
+                    pixels = pipeline.centre(store.batch(indices).to(device).float().div_(255), self.image_size)
+                    captured.clear()
+                    model(pipeline.normalise(pixels, spec.mean, spec.std))
+                    vectors = captured[0].reshape(len(indices), -1).float().cpu().numpy()
+                    out = np.zeros((len(store), vectors.shape[1])) if out is None else out
+                    out[start:start + len(indices)] = vectors
+        finally:
+            hook.remove()
+        return out if out is not None else np.zeros((0, 0))
+
     @property
     def input_columns(self):
         return [self.image_column]
