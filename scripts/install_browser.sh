@@ -14,9 +14,23 @@ report_found() {
     say "Chromium found at $CHROMIUM: $("$CHROMIUM" --version 2>/dev/null || echo 'version unknown')"
 }
 
+japanese_font() {
+    # The Japanese pages' screenshots need a font with Japanese glyphs (IPA Gothic, ~12 MB); a missing font
+    # only makes boxes in screenshots, so failing to install it is reported and ignored.
+    if command -v fc-list >/dev/null 2>&1 && [ -n "$(fc-list :lang=ja 2>/dev/null)" ]; then
+        return 0
+    fi
+    if [ "${EUID:-$(id -u)}" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends fonts-ipafont-gothic >/dev/null \
+            && say "installed fonts-ipafont-gothic (Japanese glyphs for the screenshots)" \
+            || say "could not install fonts-ipafont-gothic; Japanese text shows as boxes in screenshots"
+    fi
+}
+
 main() {
     if [ -x "$CHROMIUM" ]; then
         report_found
+        japanese_font
         return 0
     fi
     if [ -n "${DOJO_CHROMIUM:-}" ]; then
@@ -49,6 +63,7 @@ main() {
 
     if [ -x "$CHROMIUM" ]; then
         report_found
+        japanese_font
     else
         say "chromium was installed but $CHROMIUM was not found; the browser tests will be skipped."
     fi

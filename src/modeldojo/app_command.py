@@ -22,6 +22,11 @@ def add_parser(command) -> None:
 
 
 def app(args, out) -> int:
+    from .environment import extra_installed
+    from .errors import ConfigError
+
+    if not extra_installed("app"):
+        raise ConfigError("dojo app needs the web stack: pip install 'modeldojo[app]' (FastAPI, uvicorn, Jinja2)")
     import uvicorn
 
     from .commands import _runs_dir

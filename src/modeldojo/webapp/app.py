@@ -27,6 +27,7 @@ from .uploads import human_size
 HERE = Path(__file__).parent
 TOKEN_COOKIE, LANGUAGE_COOKIE = "dojo_token", "dojo_lang"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+FORM_OVERHEAD = 16 << 10  # multipart headers and the form's other fields, on top of the file itself
 
 
 @dataclass
@@ -121,6 +122,6 @@ def create_app(settings: AppSettings | None = None):
     def stop_jobs() -> None:
         jobs.close()
 
-    guarded = Guard(UploadLimit(app, settings.max_upload_bytes + (1 << 20)), settings.token)  # + the form's fields
+    guarded = Guard(UploadLimit(app, settings.max_upload_bytes + FORM_OVERHEAD), settings.token)
     guarded.fastapi = app  # tests reach the routes' state through this
     return guarded

@@ -53,6 +53,11 @@ def _setup_values(path: Path, target: str | None) -> dict:
             "total_rows": len(frame), "strategies": STRATEGIES}
 
 
+def _shown(error: Exception, app, upload_id: str) -> str:
+    """The message with the upload's server-side folder left out: the user knows the file by its own name."""
+    return str(error).replace(str(app.state.uploads / upload_id) + "/", "")
+
+
 def train_arguments(path: Path, form: dict, runs_dir: Path, tracking: bool) -> list[str]:
     arguments = [str(path), "--name", form["name"], "--runs-dir", str(runs_dir)]
     if form.get("target"):
@@ -94,7 +99,7 @@ def add_routes(app) -> None:
             path = _data_path(app, upload_id)
             values = await run_in_threadpool(_setup_values, path, target)
         except DojoError as error:  # unreadable file: the CLI's own message (file, line, column)
-            return render(request, "new.html", status_code=400, problem=str(error))
+            return render(request, "new.html", status_code=400, problem=_shown(error, app, upload_id))
         return render(request, "setup.html", upload_id=upload_id, file_name=path.name,
                       name=_default_name(path, Path(settings.runs_dir)), **values)
 
@@ -103,7 +108,7 @@ def add_routes(app) -> None:
         try:
             values = await run_in_threadpool(_setup_values, _data_path(app, upload_id), target)
         except DojoError as error:
-            return render(request, "part_problem.html", problem=str(error))
+            return render(request, "part_problem.html", problem=_shown(error, app, upload_id))
         return render(request, "part_checks.html", **values)
 
     @app.post("/new/{upload_id}/start", response_class=HTMLResponse)

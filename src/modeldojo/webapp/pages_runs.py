@@ -163,15 +163,16 @@ def add_routes(app) -> None:
         async def stream():
             offset, last_state = 0, None
             while True:
-                found, offset = await run_in_threadpool(event_log.read, directory, offset)
-                for event in found:  # one message per event: the page redraws as each arrives
-                    yield f"event: dojo\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
+                # The state first: it names the task's main metric, which picks the validation curve to draw.
                 state = await run_in_threadpool(run_state, app, name)
+                found, offset = await run_in_threadpool(event_log.read, directory, offset)
                 shown = {key: state[key] for key in ("state", "error", "job", "resumable", "primary")}
                 if shown != last_state:  # only changes; the log's tail matters once the run has ended
                     tail = state["log_tail"] if state["state"] in FINAL else []
                     yield f"event: state\ndata: {json.dumps({**shown, 'log_tail': tail})}\n\n"
                     last_state = shown
+                for event in found:  # one message per event: the page redraws as each arrives
+                    yield f"event: dojo\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
                 if state["state"] in FINAL and not found or await request.is_disconnected():
                     yield "event: end\ndata: {}\n\n"
                     return

@@ -20,7 +20,8 @@ class LiveChart {
     (this.points[name] = this.points[name] || new Map()).set(step, value);
   }
   draw() {
-    const names = Object.keys(this.points);
+    // One curve when the task's main metric is among them (metrics of other scales would flatten it).
+    const names = this.prefer && this.points[this.prefer] ? [this.prefer] : Object.keys(this.points);
     if (!names.length) return;
     const figure = this.element.closest("figure");
     if (figure) figure.hidden = false; // before sizing: a hidden element has no width
@@ -48,6 +49,7 @@ function livePage(root) {
   const words = JSON.parse(root.dataset.words);
   const loss = new LiveChart(document.getElementById("loss-chart"), words.step);
   const validation = new LiveChart(document.getElementById("validation-chart"), words.step);
+  validation.prefer = root.dataset.primary || null;
   const log = document.getElementById("log");
   const progressStart = {};
   const source = new EventSource(`/runs/${encodeURIComponent(name)}/events`);
@@ -60,8 +62,7 @@ function livePage(root) {
       for (const [metric, value] of Object.entries(event.metrics)) {
         if (value === null) continue;
         if (metric.startsWith("train_")) { loss.add(metric.slice(6), event.step, value); lossMoved = true; }
-        else if (metric.startsWith("val_") && metric !== "val_rows" &&
-                 (!root.dataset.primary || metric === "val_" + root.dataset.primary)) {
+        else if (metric.startsWith("val_") && metric !== "val_rows") {
           validation.add(metric.slice(4), event.step, value); validationMoved = true;
         }
       }
@@ -87,7 +88,7 @@ function livePage(root) {
 
   source.addEventListener("state", (message) => {
     const state = JSON.parse(message.data);
-    if (state.primary) root.dataset.primary = state.primary; // the task's main metric: the validation curve shown
+    if (state.primary) validation.prefer = state.primary; // the task's main metric: the validation curve shown
     const badge = document.getElementById("state");
     badge.textContent = words[state.state] || state.state;
     badge.className = `state ${state.state}`;

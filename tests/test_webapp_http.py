@@ -1,0 +1,153 @@
+"""`dojo app` at the HTTP level: upload limits, bad files (the CLI's own messages), the training queue (queued or
+refused with a reason), the token and the Host check, and the catalogue's completeness."""
+import html
+import io
+import json
+import re
+import stat
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modeldojo import tasks
+
+pytest.importorskip("fastapi")
+from modeldojo.webapp import i18n  # noqa: E402
+from modeldojo.webapp.app import AppSettings, create_app  # noqa: E402
+from modeldojo.webapp.jobs import Busy, Jobs  # noqa: E402
+from serving_helpers import running  # noqa: E402
+
+TEMPLATES = Path(i18n.__file__).with_name("templates")
+
+
+@pytest.fixture
+def served(tmp_path):
+    def start(**options):
+        app = create_app(AppSettings(runs_dir=str(tmp_path / "runs"), tracking=False, **options))
+        return app, running(app, ready=False)
+    return start
+
+
+def test_upload_over_the_limit_is_refused_before_it_is_read(served):
+    app, server = served(max_upload_bytes=1000)
+    with server as url:
+        big = b"a,b\n" + b"1,2\n" * 20000  # 80 KB against 1 KB (+ the form's 16 KB)
+        answer = httpx.post(url + "/new", files={"file": ("big.csv", big)})
+        assert answer.status_code == 413 and "upload limit" in answer.json()["detail"]
+        assert not list((Path(app.fastapi.state.settings.runs_dir) / ".uploads").glob("*/*"))  # nothing kept
+
+
+def test_bad_files_get_the_clis_messages(served, tmp_path):
+    _, server = served()
+    with server as url:
+        wrong = httpx.post(url + "/new", files={"file": ("notes.docx", b"PK\x03\x04")})
+        assert wrong.status_code == 400 and "unsupported file type .docx" in wrong.text
+        empty = httpx.post(url + "/new", files={"file": ("empty.csv", b"")})
+        assert empty.status_code == 400 and "the file is empty" in empty.text
+        escape = io.BytesIO()
+        with zipfile.ZipFile(escape, "w") as bundle:
+            bundle.writestr("../../evil.txt", "x")
+        refused = httpx.post(url + "/new", files={"file": ("photos.zip", escape.getvalue())})
+        assert refused.status_code == 400 and "points outside" in refused.text
+        assert not (tmp_path / "evil.txt").exists()
+        # A table whose target column is not a number where the rest are: the same DataError as `dojo check`,
+        # naming the file, line and column, shown before any training.
+        rows = "size,price\n" + "".join(f"{n},{n * 10}\n" for n in range(1, 60)) + "61,unknown\n"
+        uploaded = httpx.post(url + "/new", files={"file": ("prices.csv", rows.encode())}, follow_redirects=True)
+        assert uploaded.status_code == 400
+        assert re.search(r"prices\.csv, line 61, column 'price'.*'unknown'", html.unescape(uploaded.text))
+        assert ".uploads" not in uploaded.text
+
+
+def test_the_setup_page_preselects_the_target_and_the_check_part_follows_a_new_choice(served, tmp_path):
+    frame, target, _ = tasks.get("tabular").example("binary")
+    _, server = served()
+    with server as url:
+        page = httpx.post(url + "/new", files={"file": ("houses.csv", frame.to_csv(index=False).encode())},
+                          follow_redirects=True)
+        assert f'<option value="{target}" selected>' in page.text
+        upload = re.search(r"/new/([0-9a-f]{16})/start", page.text).group(1)
+        part = httpx.get(url + f"/new/{upload}/checks", params={"target": "city"})
+        assert "multiclass" in part.text and "<html" not in part.text
+
+
+def fake_python(tmp_path, seconds):
+    """A stand-in for `python -m modeldojo.cli train …` that just takes `seconds`."""
+    script = tmp_path / "python"
+    script.write_text(f"#!/bin/sh\nsleep {seconds}\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return str(script)
+
+
+def test_runs_wait_in_a_queue_and_a_full_queue_is_refused_with_a_reason(tmp_path):
+    jobs = Jobs(tmp_path / "runs", max_queued=1, python=fake_python(tmp_path, 3))
+    try:
+        jobs.submit("first", [])
+        deadline = time.monotonic() + 10
+        while jobs.state("first")["state"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        jobs.submit("second", [])
+        assert jobs.state("second") == {"state": "queued", "returncode": None, "position": 1, "behind": "first",
+                                        "stopping": False}
+        with pytest.raises(Busy, match="already waiting behind 'first'"):
+            jobs.submit("third", [])
+        with pytest.raises(Busy, match="already training"):
+            jobs.submit("first", [])
+        assert jobs.stop("second") == "cancelled"
+        assert jobs.stop("first") == "stopping"
+        deadline = time.monotonic() + 10
+        while jobs.state("first")["state"] != "finished" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert jobs.state("first")["returncode"] != 0  # SIGTERM ended the stand-in
+        assert json.loads((tmp_path / "runs" / ".app-logs" / "first.args.json").read_text()) == []
+    finally:
+        jobs.close()
+
+
+def test_a_token_is_asked_once_then_kept_in_a_strict_cookie(served):
+    _, server = served(token="s3cret")
+    with server as url:
+        assert httpx.get(url + "/").status_code == 401
+        assert httpx.get(url + "/", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(url + "/", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        with httpx.Client() as client:
+            first = client.get(url + "/?token=s3cret")
+            assert first.status_code == 200
+            assert "HttpOnly" in first.headers["set-cookie"] and "SameSite=Strict" in first.headers["set-cookie"]
+            assert client.get(url + "/new").status_code == 200  # the cookie carries on
+
+
+def test_without_a_token_only_requests_addressed_to_this_machine_are_answered(served):
+    _, server = served()
+    with server as url:
+        assert httpx.get(url + "/").status_code == 200
+        rebound = httpx.get(url + "/", headers={"Host": "attacker.example:8765"})
+        assert rebound.status_code == 403 and "127.0.0.1" in rebound.text
+
+
+def test_every_key_has_both_languages_and_every_key_used_exists():
+    words = i18n.catalogue()
+    assert all(set(entry) >= set(i18n.LANGUAGES) and all(entry.values()) for entry in words.values())
+    used = set()
+    for template in TEMPLATES.glob("*.html"):
+        used |= set(re.findall(r"""\bt\(\s*["']([a-z0-9_]+)["']""", template.read_text(encoding="utf-8")))
+    for module in TEMPLATES.parent.glob("*.py"):
+        used |= set(re.findall(r"""problem_key=["']([a-z0-9_]+)["']""", module.read_text(encoding="utf-8")))
+    used = {key for key in used if not key.endswith("_")}  # "status_" ~ state: the states are listed below
+    used |= {f"status_{state}" for state in ("queued", "running", "completed", "failed", "stopped", "cancelled",
+                                             "unknown")}
+    assert used - set(words) == set()
+    assert i18n.from_accept_language("fr-FR,ja;q=0.8,en;q=0.5") == "ja"
+    assert i18n.from_accept_language("de") == "en"
+    assert i18n.choose("ja", "en", "en") == "ja" and i18n.choose(None, "ja", "en-US") == "ja"
+
+
+def test_pages_load_nothing_from_outside():
+    for template in [*TEMPLATES.glob("*.html"), *TEMPLATES.parent.glob("static/*.*")]:
+        text = template.read_text(encoding="utf-8")
+        assert not re.search(r"""(src|href)=["']?(https?:)?//""", text), template.name
+        assert "@import" not in text and "fonts.googleapis" not in text
+
