@@ -49,6 +49,7 @@ SKIPPED = {
     "dojo serve boxes": "a server that runs until stopped (tests/test_detection_task.py serves a detector)",
     "dojo chat faq-bot": "reads questions from the terminal (tests/test_chat_task.py talks to it)",
     "dojo ui": "starts the MLflow web server and blocks until Ctrl+C",
+    "dojo app": "a web server that runs until stopped (tests/test_webapp_browser.py drives it in Chromium)",
     "dojo tune examples/ames.yaml --trials 200 --name ames-study --storage postgresql://dojo@db.internal/optuna":
         "needs a PostgreSQL server (tests/test_tune_parallel.py runs shared studies on a local one)",
     "dojo serve reviews --workers 2": "a server that runs until stopped (tests/test_serve.py starts and stops one)",

@@ -75,7 +75,18 @@ def test_compare_two_runs(tmp_path, app_url, new_page):
         dojo.train(frame, target=target, runs_dir=str(runs), tracking=False, name=name,
                    overrides={"model.name": model, "data.label_error_check": False})
     page = new_page()
+    page.goto(app_url + "/runs/linear")  # a finished run offers the comparison with the one before it
+    page.click("#compare-previous")
+    page.wait_for_selector("#compare-metrics")
+    assert sorted(page.locator("#compare-metrics th a").all_inner_texts()) == ["lgbm", "linear"]
+    page.wait_for_function("document.querySelectorAll('#compare-charts canvas').length >= 1")
+    page.goto(app_url + "/runs/linear/card")
+    assert "linear" in page.inner_text("pre")
+    save_screenshot(page, "app-card")
+    page.goto(app_url + "/runs/linear/checks")
+    save_screenshot(page, "app-checks")
     page.goto(app_url + "/")
+    save_screenshot(page, "app-runs")
     page.fill("#filter", "l")
     page.check("input[value=lgbm]")
     page.check("input[value=linear]")

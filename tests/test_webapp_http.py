@@ -151,3 +151,66 @@ def test_pages_load_nothing_from_outside():
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", text), template.name
         assert "@import" not in text and "fonts.googleapis" not in text
 
+
+
+def wait_for(url, name, states=("completed", "failed", "stopped"), seconds=180):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        state = httpx.get(url + f"/runs/{name}/state").json()
+        if state["state"] in states:
+            return state
+        time.sleep(0.3)
+    raise AssertionError(f"run {name} still {state['state']} after {seconds} s: {state['log_tail']}")
+
+
+def test_a_zip_of_image_folders_trains_answers_an_image_and_exports(served, tmp_path):
+    from PIL import Image
+
+    frame, target, overrides = tasks.get("image").example("binary")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for number, row in frame.iterrows():
+            picture = io.BytesIO()
+            Image.fromarray(row["image"]).save(picture, format="PNG")
+            bundle.writestr(f"photos/{row[target]}/{number:03d}.png", picture.getvalue())
+    app, server = served()
+    with server as url:
+        page = httpx.post(url + "/new", files={"file": ("photos.zip", archive.getvalue())}, follow_redirects=True)
+        assert page.status_code == 200 and '<span id="task">image</span>' in page.text
+        assert '<option value="label" selected>' in page.text  # class folders: the folder name is the label
+        upload = re.search(r"/new/([0-9a-f]{16})/start", page.text).group(1)
+        started = httpx.post(url + f"/new/{upload}/start", data={"target": "label", "name": "photos",
+                                                                  "model": overrides["model.name"], "epochs": "2"})
+        assert started.status_code == 303 and started.headers["location"] == "/runs/photos"
+        state = wait_for(url, "photos")
+        assert state["state"] == "completed", state["log_tail"]
+        form = httpx.get(url + "/runs/photos/try")
+        assert 'type="file"' in form.text  # the image codec's widget
+        picture = io.BytesIO()
+        Image.fromarray(frame["image"][0]).save(picture, format="PNG")
+        answer = httpx.post(url + "/runs/photos/try", files={"image": ("stripes.png", picture.getvalue())})
+        assert answer.status_code == 200, answer.text
+        assert re.search(r'id="prediction-value">(rows|columns)<', answer.text)
+        broken = httpx.post(url + "/runs/photos/try", files={"image": ("broken.png", b"not an image")})
+        assert broken.status_code == 422 and "image" in broken.text.lower()
+        exported = httpx.post(url + "/runs/photos/export", timeout=300)
+        assert exported.status_code == 200 and 'id="export-ok"' in exported.text, exported.text
+        assert "dojo serve" in exported.text
+
+
+def test_a_start_beyond_the_queue_is_refused_on_the_page(served, tmp_path):
+    frame, _, _ = tasks.get("tabular").example("binary")
+    app, server = served()
+    app.fastapi.state.jobs.close()
+    app.fastapi.state.jobs = Jobs(tmp_path / "runs", max_queued=0, python=fake_python(tmp_path, 5))
+    with server as url:
+        page = httpx.post(url + "/new", files={"file": ("houses.csv", frame.to_csv(index=False).encode())},
+                          follow_redirects=True)
+        upload = re.search(r"/new/([0-9a-f]{16})/start", page.text).group(1)
+        first = httpx.post(url + f"/new/{upload}/start", data={"target": "price", "name": "one"})
+        assert first.status_code == 303
+        time.sleep(0.5)  # the queue's thread starts it
+        second = httpx.post(url + f"/new/{upload}/start", data={"target": "price", "name": "two"})
+        assert second.status_code == 409 and "waiting behind" in html.unescape(second.text)
+        assert httpx.get(url + "/runs/one/state").json()["state"] == "running"
+    app.fastapi.state.jobs.close()

@@ -61,7 +61,7 @@ class Jobs:
             active = self._running.name if self._running else None
             if name == active or any(job.name == name for job in self._queue):
                 raise Busy(f"run {name!r} is already {'training' if name == active else 'queued'}")
-            if len(self._queue) >= self.max_queued:
+            if (self._running or self._queue) and len(self._queue) >= self.max_queued:  # nothing runs: it starts
                 raise Busy(f"{len(self._queue)} runs are already waiting behind {active!r} (at most "
                            f"{self.max_queued}); wait for one to finish or stop one")
             job = Job(name, list(arguments))

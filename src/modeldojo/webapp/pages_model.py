@@ -71,8 +71,10 @@ def _answer_view(answers: list[dict[str, Any]]) -> dict[str, Any]:
 def export_run(runs_dir: str, name: str) -> dict[str, Any]:
     command = [sys.executable, "-m", "modeldojo.cli", "export", name, "--runs-dir", runs_dir, "--json"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S)
-    lines = [line for line in done.stdout.splitlines() if line.strip().startswith("{")]
-    result = json.loads(lines[-1]) if lines else {}
+    try:  # --json: one JSON document on stdout (human output goes to stderr)
+        result = json.loads(done.stdout) if done.stdout.strip() else {}
+    except json.JSONDecodeError:
+        result = {}
     if done.returncode != 0 or "error" in result:
         return {"ok": False, "message": result.get("error") or (done.stderr or done.stdout).strip()[-2000:]}
     return {"ok": True, "folder": result.get("folder"), "parity": result.get("parity") or {},

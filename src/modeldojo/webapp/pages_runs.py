@@ -58,11 +58,13 @@ def run_state(app, name: str) -> dict[str, Any]:
         state = job["state"]
     elif job and job["state"] == "running" and state not in ("running",):
         state = "running"  # the process has started; its run folder follows in a moment
-    elif job and job["state"] == "finished" and state == "running":
-        state = "failed"  # the process ended without marking its run (killed): it did not complete
+    elif job and job["state"] == "finished" and state in ("running", "unknown"):
+        state = "failed"  # it ended without marking its run: killed, or stopped by bad data before the run began
     log_path = app.state.jobs.log_path(name)
     tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-LOG_TAIL_LINES:] \
         if log_path.is_file() else []
+    if state == "failed" and not status.get("error") and len(tail) > 1:
+        status["error"] = tail[-1]  # the command's own message (file, line, column), as the CLI printed it
     metric, _ = _main_metric({"task": status.get("task"), "kind": status.get("kind"), "metrics": {"test": {"": 0}}})
     return {"name": name, "state": state, "error": status.get("error"), "job": job, "log_tail": tail,
             "primary": metric or None,
@@ -92,7 +94,7 @@ def curves(directory: Path) -> dict[str, list[list[float]]]:
     for event in events:
         if event.get("event") == "metrics" and event.get("step") is not None:
             for metric, value in event["metrics"].items():
-                if value is not None and not metric.startswith(("test_", "fit_")):
+                if value is not None and not metric.startswith(("test_", "fit_")) and metric != "val_rows":
                     found.setdefault(metric, {})[float(event["step"])] = float(value)
     return {metric: [list(points), list(points.values())] for metric, points in found.items()}
 

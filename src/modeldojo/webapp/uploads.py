@@ -99,5 +99,9 @@ def unpack(archive: Path, destination: Path, max_total_bytes: int) -> Path:
     if not entries:
         raise DataError(f"{archive.name}: the archive holds no files")
     if len(entries) == 1 and entries[0].is_dir() and all(child.is_dir() for child in entries[0].iterdir()):
-        return entries[0]  # photos.zip → photos/<class>/… : the class folders are one level down
+        # photos.zip → photos/<class>/…: the class folders move up, so the upload's folder is the data
+        wrapper = entries[0].rename(destination / ".wrapper")
+        for child in wrapper.iterdir():
+            child.rename(destination / child.name)
+        wrapper.rmdir()
     return destination
