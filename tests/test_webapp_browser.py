@@ -137,3 +137,22 @@ def test_japanese_catalogue_by_browser_language_and_switch(tmp_path, app_url, ne
     page.goto(app_url + "/")  # the switch is remembered
     assert "Runs" in page.inner_text("h1")
     assert_only_loopback(page.recorded_requests)
+
+
+def test_chat_box_keeps_the_conversation(tmp_path, app_url, new_page):
+    frame, target, overrides = tasks.get("chat").example("generation")
+    dojo.train(frame, target=target, runs_dir=str(tmp_path / "runs"), tracking=False, name="bot",
+               overrides={**overrides, "evaluate.max_new_tokens": 8})
+    page = new_page()
+    page.goto(app_url + "/runs/bot/try")
+    page.fill("#message", frame["instruction"][0])
+    page.click("#predict")
+    page.wait_for_selector("#chat .assistant", timeout=TIMEOUT_MS)
+    page.fill("#message", "and then?")
+    page.click("#predict")
+    page.wait_for_function("document.querySelectorAll('#chat .assistant').length == 2", timeout=TIMEOUT_MS)
+    turns = page.locator("#chat .turn").all_inner_texts()
+    assert turns[0] == frame["instruction"][0] and turns[2] == "and then?" and len(turns) == 4
+    save_screenshot(page, "app-chat")
+    page.goto(app_url + "/runs/bot/report")
+    assert_only_loopback(page.recorded_requests)

@@ -214,3 +214,23 @@ def test_a_start_beyond_the_queue_is_refused_on_the_page(served, tmp_path):
         assert second.status_code == 409 and "waiting behind" in html.unescape(second.text)
         assert httpx.get(url + "/runs/one/state").json()["state"] == "running"
     app.fastapi.state.jobs.close()
+
+
+def test_a_chat_run_is_tried_in_a_chat_box_that_keeps_the_conversation(served, tmp_path):
+    import modeldojo as dojo
+
+    frame, target, overrides = tasks.get("chat").example("generation")
+    runs = tmp_path / "runs"
+    dojo.train(frame, target=target, runs_dir=str(runs), tracking=False, name="bot",
+               overrides={**overrides, "evaluate.max_new_tokens": 8})
+    _, server = served()
+    with server as url:
+        page = httpx.get(url + "/runs/bot/try")
+        assert page.status_code == 200 and 'id="chat"' in page.text and 'id="message"' in page.text
+        field = re.search(r'id="chat" class="chat" data-field="([^"]+)"', page.text).group(1)
+        conversation = [{"role": "user", "content": frame["instruction"][0]}]
+        answer = httpx.post(url + "/runs/bot/try", data={field: json.dumps(conversation)}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        assert 'id="prediction-value"' in answer.text
+        empty = httpx.post(url + "/runs/bot/try", data={field: "  "})
+        assert empty.status_code == 422 and "empty" in empty.text
