@@ -111,7 +111,7 @@ def test_stop_then_resume_from_the_page(tmp_path, app_url, new_page):
     assert page.eval_on_selector("#target", "select => select.value") == target
     page.fill("#model", overrides["model.name"])  # the tiny local encoder
     page.fill("#epochs", "400")
-    page.fill("#time_budget", "5")
+    page.fill("#time_budget", "600")  # longer than the test: only Stop ends it
     page.click("#start")
     page.wait_for_url(re.compile(r"/runs/[^/]+$"), timeout=TIMEOUT_MS)
     page.wait_for_function("window.dojoChartUpdates >= 3", timeout=TIMEOUT_MS)
@@ -119,10 +119,16 @@ def test_stop_then_resume_from_the_page(tmp_path, app_url, new_page):
     page.wait_for_selector("#resume:not([hidden])", timeout=TIMEOUT_MS)
     assert page.get_attribute("#run", "data-state") == "stopped"
     save_screenshot(page, "app-stopped")
+    stopped_at = page.inner_text("#log").split("on request at step ")[1].split()[0]
     page.click("#resume")
-    page.wait_for_selector("#test-metrics", timeout=2 * TIMEOUT_MS)
-    log = page.inner_text("#log")
-    assert "resume" in log  # the loop's own stage event: continued from the checkpoint
+    # The loop's own stage event: the new process continued from the stopped step's checkpoint.
+    page.wait_for_function(f"document.getElementById('log').textContent.includes('resume: from step-{int(stopped_at):08d}')",
+                           timeout=TIMEOUT_MS)
+    page.wait_for_selector("#stop:not([hidden])", timeout=TIMEOUT_MS)
+    page.click("#stop")
+    page.wait_for_selector("#resume:not([hidden])", timeout=TIMEOUT_MS)
+    page.wait_for_function("document.getElementById('log').textContent.split('stopped: on request').length == 3",
+                           timeout=TIMEOUT_MS)  # two stops, each after its own step
     assert_only_loopback(page.recorded_requests)
 
 

@@ -56,7 +56,7 @@ def test_bad_files_get_the_clis_messages(served, tmp_path):
         # A table whose target column is not a number where the rest are: the same DataError as `dojo check`,
         # naming the file, line and column, shown before any training.
         rows = "size,price\n" + "".join(f"{n},{n * 10}\n" for n in range(1, 60)) + "61,unknown\n"
-        uploaded = httpx.post(url + "/new", files={"file": ("prices.csv", rows.encode())}, follow_redirects=True)
+        uploaded = httpx.post(url + "/new", files={"file": ("prices.csv", rows.encode())}, follow_redirects=True, timeout=120)
         assert uploaded.status_code == 400
         assert re.search(r"prices\.csv, line 61, column 'price'.*'unknown'", html.unescape(uploaded.text))
         assert ".uploads" not in uploaded.text
@@ -67,10 +67,10 @@ def test_the_setup_page_preselects_the_target_and_the_check_part_follows_a_new_c
     _, server = served()
     with server as url:
         page = httpx.post(url + "/new", files={"file": ("houses.csv", frame.to_csv(index=False).encode())},
-                          follow_redirects=True)
+                          follow_redirects=True, timeout=120)
         assert f'<option value="{target}" selected>' in page.text
         upload = re.search(r"/new/([0-9a-f]{16})/start", page.text).group(1)
-        part = httpx.get(url + f"/new/{upload}/checks", params={"target": "city"})
+        part = httpx.get(url + f"/new/{upload}/checks", params={"target": "city"}, timeout=120)
         assert "multiclass" in part.text and "<html" not in part.text
 
 
@@ -83,7 +83,7 @@ def fake_python(tmp_path, seconds):
 
 
 def test_runs_wait_in_a_queue_and_a_full_queue_is_refused_with_a_reason(tmp_path):
-    jobs = Jobs(tmp_path / "runs", max_queued=1, python=fake_python(tmp_path, 3))
+    jobs = Jobs(tmp_path / "runs", max_queued=1, python=fake_python(tmp_path, 60))
     try:
         jobs.submit("first", [])
         deadline = time.monotonic() + 10
@@ -175,12 +175,12 @@ def test_a_zip_of_image_folders_trains_answers_an_image_and_exports(served, tmp_
             bundle.writestr(f"photos/{row[target]}/{number:03d}.png", picture.getvalue())
     app, server = served()
     with server as url:
-        page = httpx.post(url + "/new", files={"file": ("photos.zip", archive.getvalue())}, follow_redirects=True)
+        page = httpx.post(url + "/new", files={"file": ("photos.zip", archive.getvalue())}, follow_redirects=True, timeout=120)
         assert page.status_code == 200 and '<span id="task">image</span>' in page.text
         assert '<option value="label" selected>' in page.text  # class folders: the folder name is the label
         upload = re.search(r"/new/([0-9a-f]{16})/start", page.text).group(1)
         started = httpx.post(url + f"/new/{upload}/start", data={"target": "label", "name": "photos",
-                                                                  "model": overrides["model.name"], "epochs": "2"})
+                                                                  "model": overrides["model.name"], "epochs": "2"}, timeout=120)
         assert started.status_code == 303 and started.headers["location"] == "/runs/photos"
         state = wait_for(url, "photos")
         assert state["state"] == "completed", state["log_tail"]
@@ -202,15 +202,17 @@ def test_a_start_beyond_the_queue_is_refused_on_the_page(served, tmp_path):
     frame, _, _ = tasks.get("tabular").example("binary")
     app, server = served()
     app.fastapi.state.jobs.close()
-    app.fastapi.state.jobs = Jobs(tmp_path / "runs", max_queued=0, python=fake_python(tmp_path, 5))
+    app.fastapi.state.jobs = Jobs(tmp_path / "runs", max_queued=0, python=fake_python(tmp_path, 60))
     with server as url:
         page = httpx.post(url + "/new", files={"file": ("houses.csv", frame.to_csv(index=False).encode())},
-                          follow_redirects=True)
+                          follow_redirects=True, timeout=120)
         upload = re.search(r"/new/([0-9a-f]{16})/start", page.text).group(1)
-        first = httpx.post(url + f"/new/{upload}/start", data={"target": "price", "name": "one"})
+        first = httpx.post(url + f"/new/{upload}/start", data={"target": "price", "name": "one"}, timeout=120)
         assert first.status_code == 303
-        time.sleep(0.5)  # the queue's thread starts it
-        second = httpx.post(url + f"/new/{upload}/start", data={"target": "price", "name": "two"})
+        deadline = time.monotonic() + 10
+        while httpx.get(url + "/runs/one/state").json()["state"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.1)  # the queue's thread starts it
+        second = httpx.post(url + f"/new/{upload}/start", data={"target": "price", "name": "two"}, timeout=120)
         assert second.status_code == 409 and "waiting behind" in html.unescape(second.text)
         assert httpx.get(url + "/runs/one/state").json()["state"] == "running"
     app.fastapi.state.jobs.close()
@@ -234,3 +236,48 @@ def test_a_chat_run_is_tried_in_a_chat_box_that_keeps_the_conversation(served, t
         assert 'id="prediction-value"' in answer.text
         empty = httpx.post(url + "/runs/bot/try", data={field: "  "})
         assert empty.status_code == 422 and "empty" in empty.text
+
+
+def test_unknown_runs_and_uploads_are_404_pages_and_paths_are_refused(served):
+    _, server = served()
+    with server as url:
+        for address in ("/runs/nothing", "/runs/..%2F..%2Fetc/state", "/new/0123456789abcdef", "/new/..%2Fx",
+                        "/runs/nothing/events", "/runs/a..b/report"):
+            answer = httpx.get(url + address)
+            assert answer.status_code == 404, (address, answer.status_code)
+
+
+def test_other_sites_cannot_post_and_loopback_host_forms_are_accepted(served):
+    _, server = served()
+    with server as url:
+        for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
+            answer = httpx.post(url + "/runs/anything/stop", headers=headers)
+            assert answer.status_code == 403 and "another site" in answer.text
+        assert httpx.post(url + "/runs/anything/stop", headers={"Origin": url}).status_code == 200  # its own page
+        for host in ("LOCALHOST:8765", "[::1]:8765", "[::1]", "127.0.0.1"):
+            assert httpx.get(url + "/", headers={"Host": host}).status_code == 200, host
+
+
+def test_a_completed_run_is_never_resumed_over_and_its_event_stream_ends(served, tmp_path):
+    import modeldojo as dojo
+
+    frame, target, _ = tasks.get("tabular").example("binary")
+    runs = tmp_path / "runs"
+    dojo.train(frame, target=target, runs_dir=str(runs), tracking=False, name="done",
+               overrides={"data.label_error_check": False})
+    (runs / ".app-logs").mkdir(parents=True, exist_ok=True)
+    (runs / ".app-logs" / "done.args.json").write_text("[]")
+    (runs / "copy (2)").mkdir()  # a folder copied by hand is not listed, and does not break the list
+    (runs / "copy (2)" / "status.json").write_text('{"status": "completed"}')
+    _, server = served()
+    with server as url:
+        refused = httpx.post(url + "/runs/done/resume")
+        assert refused.status_code == 409 and "only a stopped or failed run" in refused.text
+        assert (runs / "done" / "model").is_dir()
+        listed = httpx.get(url + "/api/runs").json()
+        assert [row["name"] for row in listed] == ["done"]
+        with httpx.stream("GET", url + "/runs/done/events", timeout=30) as stream:
+            kinds = [line.split(": ", 1)[1] for line in stream.iter_lines() if line.startswith("event: ")]
+        assert kinds[0] == "state" and kinds[-1] == "end"
+        events = [kind for kind in kinds if kind == "dojo"]
+        assert len(events) >= 3

@@ -5,6 +5,8 @@ mark complete. Any failure after the run folder exists marks the run failed and 
 """
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,7 +238,9 @@ def train(data=None, target: str | None = None, *, config: Config | str | Path |
     fingerprint.update(train_rows=int(len(train_rows)), validation_rows=len(validation[1]) if validation else 0,
                        test_rows=len(test[1]) if test else 0)
     try:
-        run.set_status("running", task=prepared.task_name, kind=prepared.kind)
+        # pid + host: a reader can tell a run that is training from one whose process died (dojo app)
+        run.set_status("running", task=prepared.task_name, kind=prepared.kind, pid=os.getpid(),
+                       host=socket.gethostname())
         run.write_text("config.yaml", config.to_yaml())
         run.write_json("data.json", fingerprint)
         run.write_json("environment.json", describe_environment())

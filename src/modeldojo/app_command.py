@@ -38,8 +38,11 @@ def app(args, out) -> int:
     runs_dir = str(_runs_dir(args))
     settings = AppSettings(runs_dir=runs_dir, token=token, max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
                            max_queued=args.max_queued, tracking=not args.no_tracking)
-    address = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/"
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else f"[{args.host}]" if ":" in args.host else args.host
+    address = f"http://{shown}:{args.port}/"
     out.say(f"modeldojo app on [bold]{escape(address + (f'?token={token}' if token else ''))}[/] "
             f"(runs in {escape(runs_dir)}); Ctrl+C stops")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+    # Open live pages keep an event stream going: shutdown waits 5 s for them, not forever.
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning",
+                timeout_graceful_shutdown=5)
     return 0

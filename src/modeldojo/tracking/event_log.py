@@ -26,6 +26,7 @@ def _number(value: Any) -> Any:
 class EventLog:
     def __init__(self, run_directory: Path) -> None:
         self.path = Path(run_directory) / FILE_NAME
+        self._ended_cleanly = not self.path.is_file() or self.path.read_bytes()[-1:] in (b"", b"\n")
         self._handle = open(self.path, "a", encoding="utf-8")
         self._last_progress: dict[str, float] = {}
         self._started = time.time()
@@ -33,6 +34,9 @@ class EventLog:
     def _write(self, event: str, **fields: Any) -> None:
         if self._handle.closed:
             return
+        if self._handle.tell() and not self._ended_cleanly:
+            self._handle.write("\n")  # the previous process was killed mid-line: start on a line of our own
+        self._ended_cleanly = True
         line = {"event": event, "time": round(time.time(), 3), "elapsed": round(time.time() - self._started, 3),
                 **fields}
         self._handle.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
@@ -77,5 +81,10 @@ def read(run_directory: Path, offset: int = 0) -> tuple[list[dict[str, Any]], in
         handle.seek(offset)
         data = handle.read()
     end = data.rfind(b"\n") + 1
-    events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    events = []
+    for line in data[:end].splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:  # a line cut short when a process was killed: the next process appends after it
+            continue
     return events, offset + end

@@ -15,7 +15,7 @@ import torch
 
 from .. import events as ev
 from ..config import TrainConfig
-from ..errors import TrainingError
+from ..errors import StopRequested, TrainingError
 from ..evaluation.metrics import LOWER_IS_BETTER
 from . import checkpoint as checkpoints
 from . import stopping
@@ -203,14 +203,14 @@ def _fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir
             if end_of_epoch:
                 state["epoch"] += 1
                 state["position"] = 0
-            if out_of_time or (config.checkpoint_every and state["step"] % config.checkpoint_every == 0) or \
-                    (not config.checkpoint_every and end_of_epoch):
-                save_checkpoint()
-            elif _stop_asked(dist):  # Stop (SIGTERM): a checkpoint of this step, then out; --resume continues
-                save_checkpoint()
-            if _stop_asked(dist):
+            stop = _stop_asked(dist)  # read once: a signal between two reads must not skip the checkpoint
+            if out_of_time or stop or (config.checkpoint_every and state["step"] % config.checkpoint_every == 0) \
+                    or (not config.checkpoint_every and end_of_epoch):
+                save_checkpoint()  # Stop (SIGTERM): a checkpoint of this very step; --resume continues from it
+            if stop:
                 bus.emit(ev.STAGE, name="stopped", detail=f"on request at step {state['step']} of {total}")
-                stopping.check(f"at step {state['step']} of {total}; the checkpoint is written, --resume continues")
+                raise StopRequested(f"training stopped on request at step {state['step']} of {total}; the checkpoint "
+                                    "is written, --resume continues")
             if end_of_epoch:
                 break  # the next epoch gets its own batch order
         if state["position"] >= len(batches):  # resumed from a checkpoint written at an epoch's last step

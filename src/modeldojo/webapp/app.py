@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from ..errors import NotFoundError
 from ..serving.guards import BodyLimit, send_json
 from . import i18n
 from .jobs import Jobs
@@ -26,7 +27,8 @@ from .uploads import human_size
 
 HERE = Path(__file__).parent
 TOKEN_COOKIE, LANGUAGE_COOKIE = "dojo_token", "dojo_lang"
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 FORM_OVERHEAD = 16 << 10  # multipart headers and the form's other fields, on top of the file itself
 
 
@@ -49,8 +51,12 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
+        host = _host_name(headers.get(b"host", b"").decode("latin-1"))
+        if scope["method"] not in SAFE_METHODS and _cross_site(headers):
+            # A page on another site posting a form here (the browser adds Origin / Sec-Fetch-Site): refused,
+            # token or not, so no other site can start, stop or export anything.
+            return await send_json(send, 403, {"detail": "refused: this request comes from another site"})
         if self.token is None:
-            host = headers.get(b"host", b"").decode("latin-1").rsplit(":", 1)[0] if b"host" in headers else ""
             if host and host not in LOOPBACK_HOSTS:
                 return await send_json(send, 403, {"detail": f"host {host!r} refused: without --token the app "
                                                    "answers only requests addressed to 127.0.0.1 or localhost"})
@@ -76,6 +82,24 @@ class Guard:
             await send(message)
 
         await self.app(scope, receive, with_cookie)
+
+
+def _host_name(header: str) -> str:
+    """'127.0.0.1:8765' → '127.0.0.1', '[::1]:8765' → '::1', 'LOCALHOST' → 'localhost'."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def _cross_site(headers: dict[bytes, bytes]) -> bool:
+    if headers.get(b"sec-fetch-site", b"").decode("latin-1") == "cross-site":
+        return True
+    origin = headers.get(b"origin", b"").decode("latin-1")
+    if not origin or origin == "null":
+        return origin == "null"  # a sandboxed or file:// page; a same-site request may carry no Origin at all
+    authority = origin.split("://", 1)[-1].lower()
+    return authority != headers.get(b"host", b"").decode("latin-1").strip().lower()
 
 
 class UploadLimit(BodyLimit):
@@ -114,6 +138,12 @@ def create_app(settings: AppSettings | None = None):
         return response
 
     app.state.render = render
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: Request, error: NotFoundError):  # a bad run name or upload id in the address
+        return render(request, "part_problem.html", status_code=404, problem=i18n.translator(
+            i18n.choose(None, request.cookies.get(LANGUAGE_COOKIE), request.headers.get("accept-language")))(
+            "not_found", what=str(error)), page=True)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     for module in (pages_new, pages_runs, pages_model):
         module.add_routes(app)

@@ -25,6 +25,14 @@ from pathlib import Path
 STOP_GRACE_S = 60.0  # after SIGTERM, how long a step (and its checkpoint) may take before the process is killed
 
 
+def _kill_group(process: subprocess.Popen) -> None:
+    """The process and what it started (data-loader workers): they share its session."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        process.kill()
+
+
 class Busy(Exception):
     """The queue is full, or the run is already queued or training: the message says which."""
 
@@ -56,7 +64,8 @@ class Jobs:
         self._thread.start()
 
     # -- what the pages call ---------------------------------------------------------------
-    def submit(self, name: str, arguments: list[str]) -> Job:
+    def submit(self, name: str, arguments: list[str], remember: bool = True) -> Job:
+        """Queue `dojo train ARGUMENTS`; `remember`: keep them for Resume (a restart from scratch is not kept)."""
         with self._lock:
             active = self._running.name if self._running else None
             if name == active or any(job.name == name for job in self._queue):
@@ -65,8 +74,8 @@ class Jobs:
                 raise Busy(f"{len(self._queue)} runs are already waiting behind {active!r} (at most "
                            f"{self.max_queued}); wait for one to finish or stop one")
             job = Job(name, list(arguments))
-            # Kept beside the log: Resume repeats the command, even after the app restarted.
-            (self.logs / f"{name}.args.json").write_text(json.dumps(job.arguments), encoding="utf-8")
+            if remember:  # kept beside the log: Resume repeats the command, even after the app restarted
+                (self.logs / f"{name}.args.json").write_text(json.dumps(job.arguments), encoding="utf-8")
             self._queue.append(job)
             self._known[name] = job
         self._wake.set()
@@ -109,11 +118,12 @@ class Jobs:
             self._queue.clear()
             running = self._running
         if running and running.process and running.process.poll() is None:
-            running.process.send_signal(signal.SIGTERM)
+            if running.stop_asked_at is None:  # a second SIGTERM would end it in the middle of its checkpoint
+                running.process.send_signal(signal.SIGTERM)
             try:
                 running.process.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
-                running.process.kill()
+                _kill_group(running.process)
         self._wake.set()
 
     # -- the one thread that starts and watches processes ---------------------------------
@@ -126,17 +136,25 @@ class Jobs:
                 if job is not None:
                     code = job.process.poll()
                     if code is None and job.stop_asked_at and time.monotonic() - job.stop_asked_at > STOP_GRACE_S:
-                        job.process.kill()  # a step that never ends: the last checkpoint stays usable
+                        _kill_group(job.process)  # a step that never ends: the last checkpoint stays usable
                     elif code is not None:
                         job.state, job.returncode, self._running = "finished", code, None
                 if self._running is None and self._queue and not self._closing:
-                    self._start(self._queue.popleft())
+                    job = self._queue.popleft()
+                    try:
+                        self._start(job)
+                    except OSError as error:  # the queue goes on; the run page shows the reason
+                        job.state, job.returncode = "finished", -1
+                        with open(self.log_path(job.name), "a", encoding="utf-8") as log:
+                            log.write(f"\ncould not start dojo train: {error}\n")
 
     def _start(self, job: Job) -> None:
         command = [self.python, "-m", "modeldojo.cli", "train", *job.arguments]
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "COLUMNS": "120"}
         with open(self.log_path(job.name), "ab") as log:
             log.write(("$ dojo train " + " ".join(job.arguments) + "\n").encode())
+            # A session of its own: Ctrl+C on `dojo app` reaches the app, which stops the run cleanly (SIGTERM,
+            # checkpoint), instead of interrupting training in the middle of a step.
             job.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           env=environment)
+                                           env=environment, start_new_session=True)
         job.state, job.started_at, self._running = "running", time.time(), job

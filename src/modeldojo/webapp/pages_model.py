@@ -87,6 +87,7 @@ def add_routes(app) -> None:
     settings = app.state.settings
     predictors = Predictors(settings.runs_dir)
     app.state.predictors = predictors
+    exporting: set[str] = set()
 
     def ready(name: str) -> Run | None:
         run = Run(_run_dir(app, name))
@@ -127,5 +128,11 @@ def add_routes(app) -> None:
     async def export(request: Request, name: str):
         if ready(name) is None:
             return render(request, "part_problem.html", status_code=409, problem_key="model_not_ready")
-        result = await run_in_threadpool(export_run, settings.runs_dir, name)
+        if name in exporting:  # a double click: one export per run at a time (they would share a folder)
+            return render(request, "part_problem.html", status_code=409, problem_key="export_busy")
+        exporting.add(name)
+        try:
+            result = await run_in_threadpool(export_run, settings.runs_dir, name)
+        finally:
+            exporting.discard(name)
         return render(request, "part_export.html", status_code=200 if result["ok"] else 422, **result)

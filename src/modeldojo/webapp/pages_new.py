@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import api, tasks
 from ..config import Config
-from ..errors import DojoError
+from ..errors import DojoError, NotFoundError
 from ..runs import NAME
 from . import uploads
 from .jobs import Busy
@@ -98,6 +98,8 @@ def add_routes(app) -> None:
         try:
             path = _data_path(app, upload_id)
             values = await run_in_threadpool(_setup_values, path, target)
+        except NotFoundError:
+            raise  # a 404 page, not a complaint about a file
         except DojoError as error:  # unreadable file: the CLI's own message (file, line, column)
             return render(request, "new.html", status_code=400, problem=_shown(error, app, upload_id))
         return render(request, "setup.html", upload_id=upload_id, file_name=path.name,
@@ -107,6 +109,8 @@ def add_routes(app) -> None:
     async def checks_part(request: Request, upload_id: str, target: str | None = None):
         try:
             values = await run_in_threadpool(_setup_values, _data_path(app, upload_id), target)
+        except NotFoundError:
+            raise
         except DojoError as error:
             return render(request, "part_problem.html", problem=_shown(error, app, upload_id))
         return render(request, "part_checks.html", **values)

@@ -2,12 +2,15 @@
 Stop / Resume, the side-by-side comparison, and the run's own report, model card and checks."""
 import asyncio
 import json
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .. import tasks
+from ..errors import NotFoundError
 from ..runs import NAME, Run, list_runs
 from ..tracking import event_log
 from .jobs import Busy
@@ -21,8 +24,8 @@ LOG_TAIL_LINES = 30
 
 
 def _run_dir(app, name: str) -> Path:
-    if not NAME.match(name) or ".." in name:
-        raise KeyError(name)
+    if not NAME.match(name) or ".." in name:  # a name is one folder under the runs folder, never a path
+        raise NotFoundError(f"run {name!r}")
     return Path(app.state.settings.runs_dir) / name
 
 
@@ -48,6 +51,25 @@ def _duration(status: dict[str, Any]) -> float | None:
     return round((end - start).total_seconds(), 1)
 
 
+def _tail(path: Path, size: int = 16 << 10) -> list[str]:
+    """The last lines of a process log, reading only its end (pages poll this several times a second)."""
+    if not path.is_file():
+        return []
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - size))
+        return handle.read().decode("utf-8", errors="replace").splitlines()[-LOG_TAIL_LINES:]
+
+
+def _alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_state(app, name: str) -> dict[str, Any]:
     """Status as the page shows it: the job's (queued, training) first, else the run folder's."""
     job = app.state.jobs.state(name)
@@ -60,9 +82,12 @@ def run_state(app, name: str) -> dict[str, Any]:
         state = "running"  # the process has started; its run folder follows in a moment
     elif job and job["state"] == "finished" and state in ("running", "unknown"):
         state = "failed"  # it ended without marking its run: killed, or stopped by bad data before the run began
+    elif job is None and state == "running" and status.get("host") == socket.gethostname() \
+            and not _alive(status.get("pid")):
+        state, status["error"] = "failed", "the training process ended without finishing (the app or the machine " \
+                                           "stopped)"  # Resume continues from its last checkpoint
     log_path = app.state.jobs.log_path(name)
-    tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-LOG_TAIL_LINES:] \
-        if log_path.is_file() else []
+    tail = _tail(log_path)
     if state == "failed" and not status.get("error") and len(tail) > 1:
         status["error"] = tail[-1]  # the command's own message (file, line, column), as the CLI printed it
     metric, _ = _main_metric({"task": status.get("task"), "kind": status.get("kind"), "metrics": {"test": {"": 0}}})
@@ -75,6 +100,8 @@ def run_state(app, name: str) -> dict[str, Any]:
 def runs_table(app) -> list[dict[str, Any]]:
     rows = []
     for row in list_runs(app.state.settings.runs_dir):
+        if not NAME.match(row["name"]) or ".." in row["name"]:
+            continue  # a folder someone copied by hand ("run (copy)"): not addressable, not listed
         metric, value = _main_metric(row)
         status = Run(_run_dir(app, row["name"])).status()
         rows.append({**row, "state": run_state(app, row["name"])["state"], "metric": metric, "value": value,
@@ -146,10 +173,7 @@ def add_routes(app) -> None:
 
     @app.get("/runs/{name}", response_class=HTMLResponse)
     async def run_page(request: Request, name: str):
-        try:
-            state = run_state(app, name)
-        except KeyError:
-            state = {"exists": False}
+        state = run_state(app, name)
         if not state["exists"]:
             return missing(request, f"run {name!r}")
         return render(request, "run.html", run=state)
@@ -161,9 +185,11 @@ def add_routes(app) -> None:
     @app.get("/runs/{name}/events")
     async def events(request: Request, name: str):
         directory = _run_dir(app, name)
+        if not run_state(app, name)["exists"]:
+            raise NotFoundError(f"run {name!r}")
 
         async def stream():
-            offset, last_state = 0, None
+            offset, last_state, quiet = 0, None, 0
             while True:
                 # The state first: it names the task's main metric, which picks the validation curve to draw.
                 state = await run_in_threadpool(run_state, app, name)
@@ -175,7 +201,9 @@ def add_routes(app) -> None:
                     last_state = shown
                 for event in found:  # one message per event: the page redraws as each arrives
                     yield f"event: dojo\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
-                if state["state"] in FINAL and not found or await request.is_disconnected():
+                quiet = quiet + 1 if state["state"] in FINAL and not found else 0
+                # Ended, and nothing new twice in a row: the process's last lines (written after its status) are in.
+                if quiet >= 2 or await request.is_disconnected():
                     yield "event: end\ndata: {}\n\n"
                     return
                 await asyncio.sleep(EVENT_POLL_S)
@@ -185,23 +213,26 @@ def add_routes(app) -> None:
 
     @app.post("/runs/{name}/stop", response_class=HTMLResponse)
     async def stop(request: Request, name: str):
-        outcome = app.state.jobs.stop(name)
-        return render(request, "part_note.html", note=outcome)
+        outcome = app.state.jobs.stop(name)  # cancelled, stopping or idle
+        return render(request, "part_note.html", note_key=f"stop_{outcome}")
 
     @app.post("/runs/{name}/resume")
     async def resume(request: Request, name: str):
         directory = _run_dir(app, name)
         arguments_file = app.state.jobs.logs / f"{name}.args.json"
         if not arguments_file.is_file():
-            return render(request, "part_problem.html", status_code=404,
+            return render(request, "part_problem.html", status_code=404, page=True,
                           problem=f"run {name!r} was not started from this app: resume it with dojo train --resume")
+        state = run_state(app, name)
+        if state["state"] not in ("stopped", "failed"):  # a completed run is never trained over
+            return render(request, "part_problem.html", status_code=409, page=True,
+                          problem=f"run {name!r} is {state['state']}: only a stopped or failed run can be resumed")
         arguments = json.loads(arguments_file.read_text(encoding="utf-8"))
-        if not Run(directory).resumable():  # no checkpoint (a booster, or stopped before the first): start over
-            arguments = [*arguments, "--overwrite"]
+        restart = not Run(directory).resumable()  # no checkpoint (a booster, or stopped early): start over
         try:
-            app.state.jobs.submit(name, arguments)
+            app.state.jobs.submit(name, [*arguments, "--overwrite"] if restart else arguments, remember=False)
         except Busy as error:
-            return render(request, "part_problem.html", status_code=409, problem=str(error))
+            return render(request, "part_problem.html", status_code=409, problem=str(error), page=True)
         return RedirectResponse(f"/runs/{name}", status_code=303)
 
     @app.get("/runs/{name}/summary", response_class=HTMLResponse)

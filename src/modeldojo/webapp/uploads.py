@@ -12,7 +12,7 @@ import shutil
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from ..errors import DataError
+from ..errors import DataError, NotFoundError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".json", ".parquet")
 ARCHIVE_SUFFIXES = (".zip",)
@@ -31,10 +31,10 @@ def human_size(size: int) -> str:
 
 def folder_of(uploads_dir: Path, upload_id: str) -> Path:
     if not ID.match(upload_id or ""):
-        raise DataError(f"no upload {upload_id!r}")
+        raise NotFoundError(f"upload {upload_id!r}")
     folder = uploads_dir / upload_id
     if not folder.is_dir():
-        raise DataError(f"no upload {upload_id!r} (uploads are kept until the server's runs folder is cleaned)")
+        raise NotFoundError(f"upload {upload_id!r}")
     return folder
 
 

@@ -8,14 +8,20 @@ const COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2
 function chart(element, names, stepWord) {
   const width = Math.max(280, element.clientWidth || 480);
   const series = [{label: stepWord || "step"}].concat(names.map((name, index) => (
-    {label: name, stroke: COLOURS[index % COLOURS.length], width: 2, spanGaps: true, points: {show: false}})));
+    {label: name, stroke: COLOURS[index % COLOURS.length], width: 2, spanGaps: true, points: {size: 5}})));
   return new uPlot({width: width, height: 240, series: series, scales: {x: {time: false}},
                     legend: {live: false}}, [[]].concat(names.map(() => [])), element);
 }
 
 // One chart whose series can grow: x = steps, one y array per series name (null where a series has no point).
 class LiveChart {
-  constructor(element, stepWord) { this.element = element; this.stepWord = stepWord; this.points = {}; this.plot = null; }
+  constructor(element, stepWord) {
+    this.element = element; this.stepWord = stepWord; this.points = {}; this.plot = null; this.drawn = "";
+    // A neighbour chart appearing later narrows this one: follow the element's width, never overflow it.
+    new ResizeObserver(() => {
+      if (this.plot && this.element.clientWidth) this.plot.setSize({width: this.element.clientWidth, height: 240});
+    }).observe(element);
+  }
   add(name, step, value) {
     (this.points[name] = this.points[name] || new Map()).set(step, value);
   }
@@ -27,10 +33,11 @@ class LiveChart {
     if (figure) figure.hidden = false; // before sizing: a hidden element has no width
     const steps = [...new Set(names.flatMap((name) => [...this.points[name].keys()]))].sort((a, b) => a - b);
     const data = [steps].concat(names.map((name) => steps.map((step) => this.points[name].has(step) ? this.points[name].get(step) : null)));
-    if (!this.plot || this.plot.series.length !== names.length + 1) {
+    if (!this.plot || this.drawn !== names.join("\n")) { // another set of curves: a new chart
       if (this.plot) this.plot.destroy();
       this.element.textContent = "";
       this.plot = chart(this.element, names, this.stepWord);
+      this.drawn = names.join("\n");
     }
     this.plot.setData(data);
     window.dojoChartUpdates += 1;
@@ -72,7 +79,10 @@ function livePage(root) {
       const bar = document.getElementById("progress");
       bar.max = event.total || 1; bar.value = event.completed;
       document.getElementById("progress-text").textContent = `${event.name}: ${event.completed} / ${event.total}` + (event.info ? ` · ${event.info}` : "");
-      const first = progressStart[event.name] = progressStart[event.name] || {elapsed: event.elapsed, completed: event.completed};
+      let first = progressStart[event.name];
+      if (!first || event.elapsed < first.elapsed) { // a resumed process counts its time from zero again
+        first = progressStart[event.name] = {elapsed: event.elapsed, completed: event.completed};
+      }
       const done = event.completed - first.completed, took = event.elapsed - first.elapsed;
       document.getElementById("elapsed").textContent = seconds(event.elapsed);
       if (done > 0 && took > 0) {
@@ -100,7 +110,8 @@ function livePage(root) {
     } else { queue.hidden = true; }
     document.getElementById("stop").hidden = !["running", "queued"].includes(state.state);
     document.getElementById("resume").hidden = state.state !== "stopped";
-    if (state.job && state.job.stopping) document.getElementById("stop-note").textContent = words.stopping;
+    const final = ["completed", "failed", "stopped", "cancelled"].includes(state.state);
+    document.getElementById("stop-note").textContent = state.job && state.job.stopping && !final ? words.stopping : "";
     const processLog = document.getElementById("process-log");
     if (state.state === "failed" && state.log_tail && state.log_tail.length) {
       processLog.textContent = state.log_tail.join("\n"); processLog.hidden = false;
