@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -141,3 +142,62 @@ def test_scan_frame_reports_no_values():
 
 def test_entities_never_downloads():
     assert isinstance(privacy.entities("山田太郎は東京に住んでいます"), list)
+
+
+class _Entity:
+    def __init__(self, label, start, end):
+        self.label_, self.start_char, self.end_char = label, start, end
+
+
+class _StubModel:
+    """Stands in for ja_ginza: people, a city, and a phone number it wrongly calls a person."""
+
+    LABELS = {"山田太郎": "Person", "山田 太郎": "Person", "東京": "City", "090-1234-5678": "Person"}
+    calls: list = []
+
+    def pipe(self, texts):
+        for text in texts:
+            self.calls.append(len(text.encode("utf-8")))
+            document = type("Doc", (), {})()
+            document.ents = [_Entity(label, m.start(), m.end()) for word, label in self.LABELS.items()
+                             for m in re.finditer(re.escape(word), text)]
+            yield document
+
+
+def test_names_are_masked_with_an_installed_model_and_patterns_win_overlaps(monkeypatch):
+    from modeldojo import privacy_names
+
+    monkeypatch.setattr(privacy_names, "pipeline", lambda: _StubModel())
+    text = "山田太郎様（東京）から電話 090-1234-5678 がありました"
+    assert privacy.mask(text) == "<PERSON>様（東京）から電話 <PHONE> がありました"  # a city is not personal data
+    key = b"k" * 16
+    assert privacy.mask("山田 太郎", "pseudonym", key) == privacy.mask("山田太郎", "pseudonym", key)
+    assert privacy.mask(text, kinds=["PHONE"]) == "山田太郎様（東京）から電話 <PHONE> がありました"
+    assert [m.kind for m in privacy.entities(text)] == ["PERSON", "PERSON"]  # the model's own view, unfiltered
+    _StubModel.calls.clear()
+    long = "山田太郎様からです。" * 5000  # 150,000 bytes: over SudachiPy's 49,149-byte limit in one piece
+    masked = privacy.mask(long)
+    assert masked.count("<PERSON>") == 5000 and max(_StubModel.calls) <= privacy_names.MAX_CHUNK_BYTES
+
+
+def test_without_a_model_names_are_not_looked_for_and_a_broken_model_is_skipped(monkeypatch):
+    import sys
+    import types
+
+    from modeldojo import privacy_names
+
+    monkeypatch.setattr(privacy_names, "pipeline", lambda: None)
+    assert privacy.mask("山田太郎様") == "山田太郎様"
+    monkeypatch.undo()
+    # A spaCy whose installed ja_ginza fails to load (built for another spaCy): reported, the step is skipped.
+    fake = types.ModuleType("spacy")
+    fake.util = types.SimpleNamespace(get_installed_models=lambda: ["ja_ginza"])
+    fake.load = lambda name: (_ for _ in ()).throw(OSError("built for another spaCy"))
+    monkeypatch.setitem(sys.modules, "spacy", fake)
+    privacy_names.pipeline.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="did not load"):
+            assert privacy_names.pipeline() is None
+        assert privacy.mask("山田太郎様 090-1234-5678") == "山田太郎様 <PHONE>"
+    finally:
+        privacy_names.pipeline.cache_clear()

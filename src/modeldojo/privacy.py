@@ -16,7 +16,6 @@ only, +81 phones in 0-form, lower-case e-mail): "090-1234-5678" and "+81 90 1234
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import ipaddress
@@ -29,8 +28,9 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-# Highest priority first: an overlap is resolved in favour of the earlier kind, then the longer match.
-KINDS = ("URL_CREDENTIALS", "EMAIL", "CREDIT_CARD", "MY_NUMBER", "PHONE", "IP_ADDRESS")
+# Highest priority first: an overlap is resolved in favour of the earlier kind, then the longer match. PERSON comes
+# from an installed spaCy model only (privacy_names.py) and loses every overlap: the model calls some phones people.
+KINDS = ("URL_CREDENTIALS", "EMAIL", "CREDIT_CARD", "MY_NUMBER", "PHONE", "IP_ADDRESS", "PERSON")
 _PRIORITY = {kind: rank for rank, kind in enumerate(KINDS)}
 
 
@@ -260,6 +260,7 @@ def find(text: str, kinds: Iterable[str] | None = None) -> list[Match]:
     wanted = _wanted(kinds)
     norm, origin = _normalise(text)
     candidates = _pattern_matches(norm, wanted) + _digit_run_matches(norm, wanted)
+    names = _person_spans(text) if "PERSON" in wanted else []  # positions in the original text
     candidates.sort(key=lambda c: (_PRIORITY[c[0]], -(c[2] - c[1]), c[1]))
     kept: list[tuple[str, int, int]] = []
     for kind, start, end in candidates:
@@ -270,7 +271,16 @@ def find(text: str, kinds: Iterable[str] | None = None) -> list[Match]:
         # end - 1 then + 1: a match that ends inside an expanded character (㌔ → キロ) covers all of it
         original_start, original_end = origin[start], origin[end - 1] + 1
         matches.append(Match(kind, original_start, original_end, text[original_start:original_end]))
-    return matches
+    for start, end in names:
+        if all(end <= other.start or start >= other.end for other in matches):
+            matches.append(Match("PERSON", start, end, text[start:end]))
+    return sorted(matches, key=lambda match: match.start)
+
+
+def _person_spans(text: str) -> list[tuple[int, int]]:
+    from . import privacy_names
+
+    return privacy_names.person_spans(text)
 
 
 def _canonical(kind: str, value: str) -> str:
@@ -283,6 +293,8 @@ def _canonical(kind: str, value: str) -> str:
         return digits
     if kind == "EMAIL":
         return norm.lower()
+    if kind == "PERSON":
+        return "".join(norm.split())  # 「山田 太郎」 and 「山田太郎」 are one person
     return str(ipaddress.ip_address(norm)) if kind == "IP_ADDRESS" else norm  # find() validated it already
 
 
@@ -356,8 +368,12 @@ def mask_json(obj: Any, mode: str = "redact", key: bytes | None = None) -> Any:
     return mask_value(obj, mode, key)
 
 
-def _cell_kinds(value: Any) -> set[str]:
-    matches = find(value) if isinstance(value, str) else [_number_match(value)]
+_PATTERN_KINDS = KINDS[:-1]
+NAME_SCAN_CELLS = 300  # per column: a name model takes ~14 ms a cell, patterns ~0.01 ms
+
+
+def _cell_kinds(value: Any, names: bool = True) -> set[str]:
+    matches = find(value, None if names else _PATTERN_KINDS) if isinstance(value, str) else [_number_match(value)]
     return {match.kind for match in matches if match}
 
 
@@ -370,7 +386,8 @@ def scan_frame(frame: pd.DataFrame, sample_rows: int = 20000, seed: int = 0) -> 
     report = []
     for column_index, column in enumerate(frame.columns):
         values = frame.iloc[positions, column_index]
-        found = [(int(position), kinds) for position, value in zip(positions, values) if (kinds := _cell_kinds(value))]
+        found = [(int(position), kinds) for number, (position, value) in enumerate(zip(positions, values))
+                 if (kinds := _cell_kinds(value, names=number < NAME_SCAN_CELLS))]
         if found:
             counts = {kind: sum(kind in kinds for _, kinds in found) for kind in KINDS}
             report.append({"column": column, "kinds": {kind: n for kind, n in counts.items() if n}, "cells": len(found),
@@ -378,22 +395,6 @@ def scan_frame(frame: pd.DataFrame, sample_rows: int = 20000, seed: int = 0) -> 
     return report
 
 
-@functools.lru_cache(maxsize=1)
-def _spacy_pipeline():
-    try:
-        import spacy
-    except ImportError:
-        return None
-    installed = set(spacy.util.get_installed_models())
-    for name in ("ja_ginza", "en_core_web_sm"):  # only what is installed: this never downloads anything
-        if name in installed:
-            return spacy.load(name)
-    return None
-
-
 def entities(text: str) -> list[Match]:
-    """Named entities (people, places, organisations) from an installed spaCy model; [] when there is none."""
-    pipeline = _spacy_pipeline()
-    if pipeline is None:
-        return []
-    return [Match(entity.label_, entity.start_char, entity.end_char, entity.text) for entity in pipeline(text).ents]
+    """Person names from an installed spaCy model (privacy_names.py); [] when there is none. Never downloads."""
+    return [Match("PERSON", start, end, text[start:end]) for start, end in _person_spans(text)]
