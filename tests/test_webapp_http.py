@@ -77,7 +77,7 @@ def test_the_setup_page_preselects_the_target_and_the_check_part_follows_a_new_c
 def fake_python(tmp_path, seconds):
     """A stand-in for `python -m modeldojo.cli train …` that just takes `seconds`."""
     script = tmp_path / "python"
-    script.write_text(f"#!/bin/sh\nsleep {seconds}\n")
+    script.write_text(f"#!/bin/sh\nexec sleep {seconds}\n")  # exec: a signal reaches the sleep itself
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return str(script)
 
