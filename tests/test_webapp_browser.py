@@ -115,6 +115,9 @@ def test_stop_then_resume_from_the_page(tmp_path, app_url, new_page):
     page.click("#start")
     page.wait_for_url(re.compile(r"/runs/[^/]+$"), timeout=TIMEOUT_MS)
     page.wait_for_function("window.dojoChartUpdates >= 3", timeout=TIMEOUT_MS)
+    before = page.evaluate("window.dojoChartUpdates")
+    page.wait_for_timeout(2000)
+    assert page.evaluate("window.dojoChartUpdates") >= before + 2  # the curves move at least once a second
     page.click("#stop")
     page.wait_for_selector("#resume:not([hidden])", timeout=TIMEOUT_MS)
     assert page.get_attribute("#run", "data-state") == "stopped"

@@ -26,6 +26,15 @@ class LiveChart {
     (this.points[name] = this.points[name] || new Map()).set(step, value);
   }
   draw() {
+    // A fast loop sends hundreds of points a second: after one redraw, the points arriving within the next
+    // frame are drawn together at that frame (at most ~60 redraws a second, each with all that arrived).
+    if (this.pending) return;
+    const now = performance.now();
+    if (now - (this.last || 0) > 50) { this.last = now; this.redraw(); return; }
+    this.pending = true;
+    requestAnimationFrame(() => { this.pending = false; this.last = performance.now(); this.redraw(); });
+  }
+  redraw() {
     // One curve when the task's main metric is among them (metrics of other scales would flatten it).
     const names = this.prefer && this.points[this.prefer] ? [this.prefer] : Object.keys(this.points);
     if (!names.length) return;
