@@ -184,3 +184,14 @@ def test_sparse_categories_pooled_and_calibrated():
     table = _pool_rare(np.vstack([generator.multinomial(500, np.full(100, 0.01)) for _ in range(2)]).astype(float))
     expected = table.sum(axis=0)[None, :] * table.sum(axis=1)[:, None] / table.sum()
     assert expected.min() >= 5
+
+
+def test_infinities_count_as_missing_and_small_samples_use_ks_alone():
+    rng = np.random.default_rng(0)
+    reference = pd.Series(np.r_[rng.normal(size=500), [np.inf, -np.inf]])
+    current = pd.Series(rng.normal(size=500))
+    result = column_drift(reference, current, "numeric")
+    assert np.isfinite(result["p_value"]) and np.isfinite(result["effect_size"])
+    assert result["reference_missing_share"] == pytest.approx(2 / 502)
+    small = column_drift(pd.Series(rng.lognormal(size=10)), pd.Series(rng.lognormal(size=10)), "numeric")
+    assert np.isnan(small["location_p_value"]) and small["p_value"] == small["ks_p_value"]

@@ -133,3 +133,28 @@ def test_a_log_database_that_cannot_be_reached_fails_the_start(tmp_path):
             time.sleep(0.1)
     assert live.status_code == 500 and "prediction log" in live.json()["error"]
     assert "secret-word" not in live.text
+
+
+def test_a_shared_database_keeps_models_apart_and_odd_values_lose_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    for name in ("prices", "churn"):
+        log = PredictionLog(url, model={"name": name, "source": f"/runs/{name}"})
+        log.record([{"x": float("nan"), "text": "lone \ud800 surrogate"}], [{"value": float("inf")}], 0.001)
+        log.record([{"x": 1.0}], [{"value": 2.0}], 0.001, status=422, error="bad\x00value")
+        log.close()
+        assert log.dropped == 0
+    prices = read_logs(url, model_name="prices")
+    assert len(prices) == 2 and {entry["model"]["name"] for entry in prices} == {"prices"}
+    answered, refused = sorted(prices, key=lambda entry: entry["status"])
+    assert answered["inputs"][0]["x"] is None and answered["outputs"][0]["value"] is None  # NaN / inf → null
+    assert "\x00" not in refused["error"]
+    assert len(read_logs(url)) == 4 and len(read_logs(url, limit=1)) == 1
+
+
+def test_a_password_never_reaches_a_message():
+    from modeldojo.errors import ConfigError
+    from modeldojo.serving.log_stores import redacted_url
+
+    assert "hunter2" not in redacted_url("postgresql://dojo:hunter2@db/logs?password=hunter2")
+    with pytest.raises(ConfigError, match="percent-encode"):
+        PredictionLog("postgresql://dojo:hun@ter2@db/logs", model={"name": "m"})

@@ -201,3 +201,15 @@ def test_without_a_model_names_are_not_looked_for_and_a_broken_model_is_skipped(
         assert privacy.mask("山田太郎様 090-1234-5678") == "山田太郎様 <PHONE>"
     finally:
         privacy_names.pipeline.cache_clear()
+
+
+def test_a_name_around_a_phone_keeps_its_own_parts_masked_and_odd_text_does_not_fail(monkeypatch):
+    from modeldojo import privacy_names
+
+    class Greedy(_StubModel):  # a model that swallows the phone number into the name
+        LABELS = {"山田太郎 090-1234-5678 花子": "Person"}
+
+    monkeypatch.setattr(privacy_names, "pipeline", lambda: Greedy())
+    assert privacy.mask("山田太郎 090-1234-5678 花子さん") == "<PERSON> <PHONE> <PERSON>さん"
+    assert privacy_names.chunks("a\ud800b。" * 3, limit=8)  # a lone surrogate (valid JSON) is measured, not fatal
+    assert privacy.mask("山田太郎", kinds=privacy.PATTERN_KINDS) == "山田太郎"  # the log filter's cheap path

@@ -194,6 +194,8 @@ def _parser() -> argparse.ArgumentParser:
                        "personal data masked), its answer and latency to JSON Lines files in DIR, or to a database "
                        "table at URL (postgresql://user@host/db; read by `dojo monitor RUN --logs DIR|URL`)")
     serve.add_argument("--log-sample-rate", type=float, default=1.0, help="share of requests logged (default 1)")
+    serve.add_argument("--log-mask-names", action="store_true", help="also mask person names in the log (needs an "
+                       "installed spaCy model such as ja_ginza; ~15 ms per text cell, on the writer thread)")
     serve.add_argument("--max-batch-size", type=int, default=32, help="rows per model call (default 32)")
     serve.add_argument("--max-wait-ms", type=float, default=2.0, help="longest wait for a batch to fill (default 2)")
     serve.add_argument("--max-queue", type=int, default=256, help="requests waiting per worker before 429 "

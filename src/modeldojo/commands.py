@@ -271,7 +271,7 @@ def serve(args, out) -> int:
     options = {"max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue,
                "api_key": args.api_key or os.environ.get("DOJO_API_KEY") or None,
                "log_predictions": _log_target(args.log_predictions),
-               "log_sample_rate": args.log_sample_rate}
+               "log_sample_rate": args.log_sample_rate, "log_mask_names": args.log_mask_names}
     if args.timeout:
         options["timeout_s"] = args.timeout
     if args.max_body_bytes:

@@ -28,10 +28,13 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from . import privacy_names
+
 # Highest priority first: an overlap is resolved in favour of the earlier kind, then the longer match. PERSON comes
 # from an installed spaCy model only (privacy_names.py) and loses every overlap: the model calls some phones people.
 KINDS = ("URL_CREDENTIALS", "EMAIL", "CREDIT_CARD", "MY_NUMBER", "PHONE", "IP_ADDRESS", "PERSON")
 _PRIORITY = {kind: rank for rank, kind in enumerate(KINDS)}
+PATTERN_KINDS = KINDS[:-1]  # what needs no model: cheap enough for every log line
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,7 @@ def find(text: str, kinds: Iterable[str] | None = None) -> list[Match]:
     wanted = _wanted(kinds)
     norm, origin = _normalise(text)
     candidates = _pattern_matches(norm, wanted) + _digit_run_matches(norm, wanted)
-    names = _person_spans(text) if "PERSON" in wanted else []  # positions in the original text
+    names = privacy_names.person_spans(text) if "PERSON" in wanted else []  # positions in the original text
     candidates.sort(key=lambda c: (_PRIORITY[c[0]], -(c[2] - c[1]), c[1]))
     kept: list[tuple[str, int, int]] = []
     for kind, start, end in candidates:
@@ -271,16 +274,12 @@ def find(text: str, kinds: Iterable[str] | None = None) -> list[Match]:
         # end - 1 then + 1: a match that ends inside an expanded character (㌔ → キロ) covers all of it
         original_start, original_end = origin[start], origin[end - 1] + 1
         matches.append(Match(kind, original_start, original_end, text[original_start:original_end]))
-    for start, end in names:
-        if all(end <= other.start or start >= other.end for other in matches):
-            matches.append(Match("PERSON", start, end, text[start:end]))
+    if names:  # a name that overlaps a pattern match keeps its parts outside it: none of it leaks
+        taken = [(match.start, match.end) for match in matches]
+        matches += [Match("PERSON", start, end, text[start:end])
+                    for start, end in privacy_names.outside(text, names, taken)]
     return sorted(matches, key=lambda match: match.start)
 
-
-def _person_spans(text: str) -> list[tuple[int, int]]:
-    from . import privacy_names
-
-    return privacy_names.person_spans(text)
 
 
 def _canonical(kind: str, value: str) -> str:
@@ -334,11 +333,11 @@ def _number_match(value: Any) -> Match | None:
     return matches[0] if len(matches) == 1 and matches[0].text == digits else None
 
 
-def mask_value(value: Any, mode: str = "redact", key: bytes | None = None) -> Any:
+def mask_value(value: Any, mode: str = "redact", key: bytes | None = None, kinds: Iterable[str] | None = None) -> Any:
     """Strings masked; a number that is itself a valid My Number or card becomes a masked string; rest unchanged."""
     _check_mode(mode, key)
     if isinstance(value, str):
-        return mask(value, mode, key)
+        return mask(value, mode, key, kinds)
     match = _number_match(value)
     return value if match is None else _placeholder(match.kind, match.text, mode, key)
 
@@ -358,22 +357,21 @@ def mask_frame(frame: pd.DataFrame, columns: Iterable[str] | None = None, mode: 
     return result
 
 
-def mask_json(obj: Any, mode: str = "redact", key: bytes | None = None) -> Any:
+def mask_json(obj: Any, mode: str = "redact", key: bytes | None = None, kinds: Iterable[str] | None = None) -> Any:
     """Mask every string and PII-like number in nested dicts/lists (request/response logs). Keys are kept."""
     _check_mode(mode, key)
     if isinstance(obj, dict):
-        return {name: mask_json(item, mode, key) for name, item in obj.items()}
+        return {name: mask_json(item, mode, key, kinds) for name, item in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [mask_json(item, mode, key) for item in obj]
-    return mask_value(obj, mode, key)
+        return [mask_json(item, mode, key, kinds) for item in obj]
+    return mask_value(obj, mode, key, kinds)
 
 
-_PATTERN_KINDS = KINDS[:-1]
 NAME_SCAN_CELLS = 300  # per column: a name model takes ~14 ms a cell, patterns ~0.01 ms
 
 
 def _cell_kinds(value: Any, names: bool = True) -> set[str]:
-    matches = find(value, None if names else _PATTERN_KINDS) if isinstance(value, str) else [_number_match(value)]
+    matches = find(value, None if names else PATTERN_KINDS) if isinstance(value, str) else [_number_match(value)]
     return {match.kind for match in matches if match}
 
 
@@ -397,4 +395,4 @@ def scan_frame(frame: pd.DataFrame, sample_rows: int = 20000, seed: int = 0) -> 
 
 def entities(text: str) -> list[Match]:
     """Person names from an installed spaCy model (privacy_names.py); [] when there is none. Never downloads."""
-    return [Match("PERSON", start, end, text[start:end]) for start, end in _person_spans(text)]
+    return [Match("PERSON", start, end, text[start:end]) for start, end in privacy_names.person_spans(text)]

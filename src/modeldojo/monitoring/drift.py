@@ -55,6 +55,7 @@ EFFECT_NAMES = {"numeric": "normalised_wasserstein", "categorical": "cramers_v"}
 MAX_CATEGORICAL_DISTINCT = 10
 # Numeric columns: KS (any change of shape) and Welch's t (change of mean), Bonferroni-combined.
 NUMERIC_TEST = "ks_2samp+welch_t (bonferroni)"
+MIN_T_TEST_ROWS = 20
 # Expected count below which the chi-squared approximation is unreliable: such categories are pooled.
 MIN_EXPECTED_COUNT = 5.0
 # Added to every PSI bin share so empty bins give a large but finite log-ratio.
@@ -89,7 +90,9 @@ def _numeric_scale(reference: np.ndarray) -> float:
 def _welch_p_value(reference: np.ndarray, current: np.ndarray) -> float:
     """Welch's t-test p-value for a difference in means; NaN when undefined (a sample of one value, or
     two constant samples), in which case the KS test is used alone."""
-    if reference.size < 2 or current.size < 2 or (np.ptp(reference) == 0 and np.ptp(current) == 0):
+    # Below 20 values a skewed column's mean is not near-normal and the t-test over-rejects: KS alone then.
+    if reference.size < MIN_T_TEST_ROWS or current.size < MIN_T_TEST_ROWS or \
+            (np.ptp(reference) == 0 and np.ptp(current) == 0):
         return float("nan")
     with warnings.catch_warnings():  # near-constant samples: scipy warns about precision loss
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -179,6 +182,11 @@ def column_drift(reference: pd.Series, current: pd.Series, kind: str) -> dict:
               "current_missing_share": _missing_share(current)}
     reference_present = reference.dropna()
     current_present = current.dropna()
+    if kind == "numeric":  # ±inf counts as missing: it would make the mean, the t-test and the distance undefined
+        reference_present = pd.to_numeric(reference_present, errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
+        current_present = pd.to_numeric(current_present, errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
+        result["reference_missing_share"] = 1 - len(reference_present) / len(reference) if len(reference) else 0.0
+        result["current_missing_share"] = 1 - len(current_present) / len(current) if len(current) else 0.0
     if reference_present.empty or current_present.empty:
         result.update(test="not_tested", p_value=float("nan"), effect_size=float("nan"), psi=float("nan"),
                       note="all values missing in the " + ("reference" if reference_present.empty else "current"))

@@ -34,13 +34,25 @@ EMBEDDING_SAMPLE = 500  # rows per side embedded for the text / image drift test
 EXIT_CODE = 7  # drift or a performance alert: not an error of the command, a signal for the pipeline
 
 
-def _current_rows(model: Model, config: Config, data, logs) -> pd.DataFrame:
+def _logged(logs, run: Run) -> list[dict]:
+    """The log's answered requests for this run: a shared store holds other models' requests too."""
+    from ..serving.prediction_log import read_logs
+
+    entries = [entry for entry in read_logs(logs) if entry.get("status") == 200]
+    ours = [entry for entry in entries
+            if str((entry.get("model") or {}).get("source", "")).startswith(str(run.directory.resolve()))]
+    names = {(entry.get("model") or {}).get("name") for entry in entries}
+    if ours or len(names) <= 1:  # one model in the log (served from another folder or machine): it is this one
+        return ours or entries
+    raise ConfigError(f"the log holds requests to {len(names)} models ({', '.join(sorted(map(str, names)))}) and "
+                      f"none served from run {run.name}'s folder; monitor the run that was served")
+
+
+def _current_rows(model: Model, config: Config, data, logs, run: Run) -> pd.DataFrame:
     if (data is None) == (logs is None):
         raise ConfigError("dojo monitor: give the new rows, --data FILE or --logs DIR|URL (not both)")
     if logs is not None:
-        from ..serving.prediction_log import read_logs
-
-        entries = [entry for entry in read_logs(logs) if entry.get("status") == 200]
+        entries = _logged(logs, run)
         rows = [row for entry in entries for row in entry.get("inputs") or []]
         if not rows:
             from ..serving.log_stores import is_database_url, redacted_url
@@ -79,7 +91,7 @@ def monitor(reference: str | Path, data=None, *, logs: str | Path | None = None,
         raise ConfigError(f"run {run.name} was trained from an in-memory DataFrame: its reference rows are unknown")
     prepared = api.prepare(config.data.path, config, run_checks=False)
     train_rows, _, test_rows = api._split(prepared)
-    current = _current_rows(model, config, data, logs)
+    current = _current_rows(model, config, data, logs, run)
     checks = run.read_json("checks.json") or {}
     current = _absolute_images(current, checks.get("image_columns", []))
     untested = [c for c in model.features if c in set(checks.get("free_text", [])) | set(checks.get("image_columns", []))]

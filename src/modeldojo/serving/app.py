@@ -42,6 +42,7 @@ class Settings:
     api_key: str | None = None
     retry_after_s: int = 1
     log_predictions: str | None = None  # a folder: every request logged there, masked (prediction_log.py)
+    log_mask_names: bool = False  # also person names (needs an installed spaCy model; ~15 ms a text cell)
     log_sample_rate: float = 1.0
 
 
@@ -102,6 +103,7 @@ def create_app(load: Callable[[], Predictor], settings: Settings | None = None, 
 
             try:  # a log database that cannot be reached fails the start, not the first requests
                 state.log = PredictionLog(settings.log_predictions, sample_rate=settings.log_sample_rate,
+                                          mask_names=settings.log_mask_names,
                                           model={"name": predictor.name, "task": predictor.task,
                                                  "source": predictor.source, "backend": predictor.backend})
             except Exception as error:  # noqa: BLE001 - reported through liveness and the log, masked

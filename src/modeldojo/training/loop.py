@@ -203,7 +203,7 @@ def _fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir
             if end_of_epoch:
                 state["epoch"] += 1
                 state["position"] = 0
-            stop = _stop_asked(dist)  # read once: a signal between two reads must not skip the checkpoint
+            stop = _stop_asked(dist, state["step"])  # once: a signal between two reads must not skip the checkpoint
             if out_of_time or stop or (config.checkpoint_every and state["step"] % config.checkpoint_every == 0) \
                     or (not config.checkpoint_every and end_of_epoch):
                 save_checkpoint()  # Stop (SIGTERM): a checkpoint of this very step; --resume continues from it
@@ -231,9 +231,14 @@ def _fit(trainee: Trainee, config: TrainConfig, bus: ev.EventBus, checkpoint_dir
     return result
 
 
-def _stop_asked(dist: Distributed) -> bool:
+STOP_CHECK_EVERY = 10  # several processes: a broadcast to agree on stopping costs a sync, so not every step
+
+
+def _stop_asked(dist: Distributed, step: int) -> bool:
     # Several processes must agree on the step they stop at, so the main process's flag decides for all.
-    return stopping.requested() if dist.world == 1 else bool(dist.from_main(stopping.requested()))
+    if dist.world == 1:
+        return stopping.requested()
+    return step % STOP_CHECK_EVERY == 0 and bool(dist.from_main(stopping.requested()))
 
 
 def _best_text(state: dict[str, Any], monitor: str) -> str:

@@ -40,14 +40,14 @@ def on_signals(signals=(signal.SIGTERM,)):
 
     def asked(number, _frame):
         request()
-        signal.signal(number, previous.get(number, signal.SIG_DFL))  # the next one ends the process
+        signal.signal(number, previous.get(number) or signal.SIG_DFL)  # the next one ends the process
 
+    _asked.clear()  # before the handlers: a signal arriving right after them must count
     for number in signals:
         previous[number] = signal.signal(number, asked)
-    _asked.clear()
     try:
         yield
     finally:
         for number, handler in previous.items():
-            signal.signal(number, handler)
+            signal.signal(number, handler or signal.SIG_DFL)  # None: a handler not set from Python
         _asked.clear()

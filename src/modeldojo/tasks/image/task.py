@@ -228,7 +228,9 @@ class ImageTask(Task):
         store = self._store(frame, self.image_size)
         model, spec = self.model, self.model.spec
         modules = dict(model.named_modules())
-        head = next(modules[name] for name in model.head_names if name in modules)
+        head = next((modules[name] for name in model.head_names if name in modules), None)
+        if head is None:  # a backbone whose head this task cannot find: no embeddings, columns tested one by one
+            return None
         captured: list[torch.Tensor] = []
         hook = head.register_forward_pre_hook(lambda _module, inputs: captured.append(inputs[0]))
         device, out = next(model.parameters()).device, None
