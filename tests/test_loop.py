@@ -179,3 +179,23 @@ def test_a_trainee_weight_decides_how_micro_batches_are_weighted():
     fit(two, settings(batch_size=4, gradient_accumulation=2), EventBus(), None)
     for a, b in zip(one.model.parameters(), two.model.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_forked_workers_still_end_on_sigterm_while_stop_is_armed():
+    """statsforecast's process pool forks during `dojo train`: its workers inherit the stop handler, and
+    Pool.terminate() (SIGTERM) must still end them, or training waits for them forever."""
+    import multiprocessing
+    import signal
+    import time
+
+    from modeldojo.training import stopping
+
+    context = multiprocessing.get_context("fork")
+    with stopping.on_signals():
+        worker = context.Process(target=time.sleep, args=(30,))
+        worker.start()
+        time.sleep(0.2)
+        worker.terminate()
+        worker.join(10)
+        assert worker.exitcode == -signal.SIGTERM
+        assert not stopping.requested()  # the worker's signal is not a stop of the training process

@@ -7,6 +7,7 @@ signal is left to its default (the process ends at once): a user who insists is 
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -36,9 +37,15 @@ def on_signals(signals=(signal.SIGTERM,)):
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {}
+    previous, owner = {}, os.getpid()
 
     def asked(number, _frame):
+        if os.getpid() != owner:
+            # A worker forked while training (a multiprocessing pool, a data loader) inherited this handler; its
+            # parent's terminate() must still end it, or the parent waits for it forever.
+            signal.signal(number, signal.SIG_DFL)
+            os.kill(os.getpid(), number)
+            return
         request()
         signal.signal(number, previous.get(number) or signal.SIG_DFL)  # the next one ends the process
 
