@@ -281,3 +281,20 @@ def test_a_completed_run_is_never_resumed_over_and_its_event_stream_ends(served,
         assert kinds[0] == "state" and kinds[-1] == "end"
         events = [kind for kind in kinds if kind == "dojo"]
         assert len(events) >= 3
+
+
+def test_an_excel_cp932_csv_with_japanese_columns_is_read_and_its_target_offered(served, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "japanese_inquiries", Path(__file__).resolve().parents[1] / "examples" / "japanese_inquiries.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    path = generator.write(tmp_path / "問い合わせ.csv", rows=120)  # Shift_JIS (cp932), CRLF, as Excel saves it
+    _, server = served()
+    with server as url:
+        page = httpx.post(url + "/new", files={"file": (path.name, path.read_bytes())}, follow_redirects=True,
+                          timeout=120)
+        assert page.status_code == 200, page.text[-500:]
+        assert "問い合わせ内容" in page.text and "カテゴリ" in page.text  # decoded, not mojibake
+        assert '<option value="カテゴリ" selected>' in page.text  # a conventional Japanese target name
