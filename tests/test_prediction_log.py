@@ -135,12 +135,22 @@ def test_a_log_database_that_cannot_be_reached_fails_the_start(tmp_path):
     assert "secret-word" not in live.text
 
 
-def test_a_shared_database_keeps_models_apart_and_odd_values_lose_nothing(tmp_path):
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_shared_database_keeps_models_apart_and_odd_values_lose_nothing(tmp_path, request, database):
+    """SQLite goes through INSERT, PostgreSQL through COPY (CSV): both keep odd values and each model's rows."""
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'shared.db'}"
+    else:
+        import sqlalchemy
+
+        url = request.getfixturevalue("postgres_url")
+        with sqlalchemy.create_engine(url).begin() as connection:  # the session's server is shared: start empty
+            connection.execute(sqlalchemy.text("DROP TABLE IF EXISTS dojo_prediction_log"))
     for name in ("prices", "churn"):
         log = PredictionLog(url, model={"name": name, "source": f"/runs/{name}"})
         log.record([{"x": float("nan"), "text": "lone \ud800 surrogate"}], [{"value": float("inf")}], 0.001)
-        log.record([{"x": 1.0}], [{"value": 2.0}], 0.001, status=422, error="bad\x00value")
+        log.record([{"x": 1.0, "text": 'tab\there, "quotes", comma, new\nline, back\\slash'}], [{"value": 2.0}],
+                   0.001, status=422, error="bad\x00value")
         log.close()
         assert log.dropped == 0
     prices = read_logs(url, model_name="prices")
@@ -148,6 +158,7 @@ def test_a_shared_database_keeps_models_apart_and_odd_values_lose_nothing(tmp_pa
     answered, refused = sorted(prices, key=lambda entry: entry["status"])
     assert answered["inputs"][0]["x"] is None and answered["outputs"][0]["value"] is None  # NaN / inf → null
     assert "\x00" not in refused["error"]
+    assert refused["inputs"][0]["text"] == 'tab\there, "quotes", comma, new\nline, back\\slash'  # CSV quoting
     assert len(read_logs(url)) == 4 and len(read_logs(url, limit=1)) == 1
 
 
