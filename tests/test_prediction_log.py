@@ -137,7 +137,7 @@ def test_a_log_database_that_cannot_be_reached_fails_the_start(tmp_path):
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_a_shared_database_keeps_models_apart_and_odd_values_lose_nothing(tmp_path, request, database):
-    """SQLite goes through INSERT, PostgreSQL through COPY (CSV): both keep odd values and each model's rows."""
+    """Both databases keep odd values (NaN, quotes, tabs, newlines, backslashes, NUL) and each model's rows."""
     if database == "sqlite":
         url = f"sqlite:///{tmp_path / 'shared.db'}"
     else:

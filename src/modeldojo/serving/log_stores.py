@@ -6,9 +6,7 @@ path, and both are read back by `read_entries` for `dojo monitor --logs TARGET`.
 """
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import json
 import math
 from pathlib import Path
@@ -18,7 +16,6 @@ from ..errors import ConfigError, DataError
 
 FILE_PATTERN = "predictions-*.jsonl"
 TABLE = "dojo_prediction_log"
-COPY_COLUMNS = ("request_id", "time", "model_name", "model", "status", "latency_ms", "inputs", "outputs", "error")
 DATABASE_SCHEMES = ("postgresql", "postgres", "sqlite", "mysql")
 
 
@@ -135,13 +132,6 @@ def _table(metadata):
                  Column("inputs", JSON), Column("outputs", JSON), Column("error", Text))
 
 
-try:  # psycopg2's own errors (COPY goes through the driver, not SQLAlchemy)
-    from psycopg2 import Error as DatabaseDriverError
-except ImportError:  # no PostgreSQL driver: COPY is never used
-    class DatabaseDriverError(Exception):
-        pass
-
-
 class DatabaseStore:
     """One row per entry in `dojo_prediction_log` (created when missing), inserted a batch per transaction."""
 
@@ -172,12 +162,9 @@ class DatabaseStore:
         rows = [{**entry, "time": dt.datetime.fromisoformat(entry["time"]),
                  "model_name": str((entry.get("model") or {}).get("name", ""))[:200]} for entry in entries]
         try:
-            if self.engine.dialect.name == "postgresql":
-                self._copy(rows)
-            else:
-                with self.engine.begin() as connection:
-                    connection.execute(self.table.insert(), rows)
-        except (SQLAlchemyError, DatabaseDriverError) as error:
+            with self.engine.begin() as connection:
+                connection.execute(self.table.insert(), rows)
+        except SQLAlchemyError as error:
             if len(rows) == 1 or isinstance(error.__cause__, OSError):
                 raise
             failed = 0  # one row the database refuses must not take the batch with it: row by row
@@ -189,27 +176,6 @@ class DatabaseStore:
                     failed += 1
             if failed:
                 raise DataError(f"{failed} of {len(rows)} log entries refused by the database: {error}") from None
-
-    def _copy(self, rows: list[dict[str, Any]]) -> None:
-        """PostgreSQL's COPY: each JSON value serialised once, no per-row statement work on the server or here
-        (INSERT through SQLAlchemy cost the served p99 a few percent more: bench/serve.py --start-postgres)."""
-        buffer, models = io.StringIO(), {}
-        writer = csv.writer(buffer)
-        for row in rows:
-            model = models.get(id(row["model"])) or models.setdefault(id(row["model"]), to_json(row["model"]))
-            writer.writerow([row["request_id"], row["time"].isoformat(), row["model_name"], model, row["status"],
-                             row["latency_ms"], to_json(row["inputs"]), to_json(row["outputs"]), row["error"]])
-        buffer.seek(0)
-        connection = self.engine.raw_connection()
-        try:
-            with connection.cursor() as cursor:
-                cursor.copy_expert(f"COPY {TABLE} ({', '.join(COPY_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", buffer)
-            connection.commit()
-        except Exception:
-            connection.rollback()
-            raise
-        finally:
-            connection.close()
 
     def close(self) -> None:
         self.engine.dispose()
