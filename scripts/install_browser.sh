@@ -6,6 +6,9 @@
 # Idempotent and never fails the build: it always exits 0. Without Chromium those tests skip.
 # $DOJO_CHROMIUM, when set, names the browser to use instead of /usr/bin/chromium.
 
+# shellcheck source=scripts/apt_install.sh
+source "$(dirname "$0")/apt_install.sh"
+
 say() { echo "install_browser: $*"; }
 
 CHROMIUM="${DOJO_CHROMIUM:-/usr/bin/chromium}"
@@ -38,28 +41,7 @@ main() {
         return 0
     fi
 
-    if [ "${EUID:-$(id -u)}" != "0" ]; then
-        say "Chromium not installed ($CHROMIUM missing) and not running as root; cannot install it."
-        say "The browser tests will be skipped (install with: sudo apt-get install chromium chromium-driver)."
-        return 0
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        say "Chromium not installed ($CHROMIUM missing) and apt-get is not available; cannot install it."
-        say "The browser tests will be skipped (or set DOJO_CHROMIUM to a Chromium/Chrome executable)."
-        return 0
-    fi
-
-    export DEBIAN_FRONTEND=noninteractive
-    local install=(apt-get install -y --no-install-recommends chromium chromium-driver)
-    say "installing the Debian packages chromium and chromium-driver: ${install[*]}"
-    if ! "${install[@]}"; then
-        say "install failed; running apt-get update and trying again"
-        apt-get update || say "apt-get update failed"
-        if ! "${install[@]}"; then
-            say "could not install chromium; the browser tests will be skipped."
-            return 0
-        fi
-    fi
+    apt_install browser chromium chromium-driver || return 0
 
     if [ -x "$CHROMIUM" ]; then
         report_found

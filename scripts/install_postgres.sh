@@ -5,6 +5,9 @@
 # A system cluster that Debian's package may start on port 5432 is harmless; the tests start
 # their own cluster on a free port and do not use it.
 
+# shellcheck source=scripts/apt_install.sh
+source "$(dirname "$0")/apt_install.sh"
+
 say() { echo "install_postgres: $*"; }
 
 found_server() {
@@ -35,28 +38,7 @@ main() {
         return 0
     fi
 
-    if [ "${EUID:-$(id -u)}" != "0" ]; then
-        say "PostgreSQL server not installed and not running as root; cannot install it."
-        say "The PostgreSQL tests will be skipped (install with: sudo apt-get install postgresql)."
-        return 0
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        say "PostgreSQL server not installed and apt-get is not available; cannot install it."
-        say "The PostgreSQL tests will be skipped."
-        return 0
-    fi
-
-    export DEBIAN_FRONTEND=noninteractive
-    local install=(apt-get install -y --no-install-recommends postgresql)
-    say "installing the Debian package postgresql: ${install[*]}"
-    if ! "${install[@]}"; then
-        say "install failed; running apt-get update and trying again"
-        apt-get update || say "apt-get update failed"
-        if ! "${install[@]}"; then
-            say "could not install postgresql; the PostgreSQL tests will be skipped."
-            return 0
-        fi
-    fi
+    apt_install PostgreSQL postgresql || return 0
 
     if bindir="$(found_server)"; then
         report_found "$bindir"

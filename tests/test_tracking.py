@@ -23,3 +23,13 @@ def test_runs_are_recorded_in_embedded_sqlite(regression_frame, tmp_path, monkey
         pass
     statuses = {r.info.run_name: r.info.status for r in client.search_runs([experiment.experiment_id])}
     assert statuses == {"tracked": "FINISHED", "fails": "FAILED"}
+
+
+def test_event_log_starts_a_line_of_its_own_after_a_killed_writer(tmp_path):
+    from modeldojo.tracking import event_log
+
+    (tmp_path / event_log.FILE_NAME).write_text('{"event": "stage", "name": "fit"}\n{"event": "metr')  # cut off
+    log = event_log.EventLog(tmp_path)
+    log.on_stage("resume", "from step-00000004")
+    events, _ = event_log.read(tmp_path)
+    assert [event.get("name") for event in events] == ["fit", "resume"]  # the torn line is skipped, not joined

@@ -198,12 +198,16 @@ def column_drift(reference: pd.Series, current: pd.Series, kind: str) -> dict:
     return result
 
 
+def _ascending(p_values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(p-values as floats, an all-NaN array for the adjusted ones, the non-NaN positions smallest p first)."""
+    p_values = np.asarray(p_values, dtype=float)
+    present = np.flatnonzero(~np.isnan(p_values))
+    return p_values, np.full_like(p_values, np.nan), present[np.argsort(p_values[present], kind="stable")]
+
+
 def holm(p_values) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values (family-wise error control); NaNs stay NaN and are not counted."""
-    p_values = np.asarray(p_values, dtype=float)
-    adjusted = np.full_like(p_values, np.nan)
-    present = np.flatnonzero(~np.isnan(p_values))
-    order = present[np.argsort(p_values[present], kind="stable")]
+    p_values, adjusted, order = _ascending(p_values)
     count = order.size
     # Step-down: the i-th smallest p (0-based) is multiplied by (m - i); running max keeps monotonicity.
     scaled = p_values[order] * (count - np.arange(count))
@@ -213,10 +217,7 @@ def holm(p_values) -> np.ndarray:
 
 def benjamini_hochberg(p_values) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (false-discovery-rate control); NaNs stay NaN."""
-    p_values = np.asarray(p_values, dtype=float)
-    adjusted = np.full_like(p_values, np.nan)
-    present = np.flatnonzero(~np.isnan(p_values))
-    order = present[np.argsort(p_values[present], kind="stable")]
+    p_values, adjusted, order = _ascending(p_values)
     count = order.size
     # Step-up: p_(i) * m / i, then a running min from the largest p down.
     scaled = p_values[order] * count / np.arange(1, count + 1)

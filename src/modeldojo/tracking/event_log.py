@@ -23,10 +23,19 @@ def _number(value: Any) -> Any:
     return value
 
 
+def _ends_with_newline(path: Path) -> bool:
+    """True for a missing or empty file or one whose last line is whole (reads one byte, not the file)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return True
+    with open(path, "rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1) == b"\n"
+
+
 class EventLog:
     def __init__(self, run_directory: Path) -> None:
         self.path = Path(run_directory) / FILE_NAME
-        self._ended_cleanly = not self.path.is_file() or self.path.read_bytes()[-1:] in (b"", b"\n")
+        self._ended_cleanly = _ends_with_newline(self.path)
         self._handle = open(self.path, "a", encoding="utf-8")
         self._last_progress: dict[str, float] = {}
         self._started = time.time()

@@ -141,9 +141,8 @@ def create_app(settings: AppSettings | None = None):
 
     @app.exception_handler(NotFoundError)
     async def not_found(request: Request, error: NotFoundError):  # a bad run name or upload id in the address
-        return render(request, "part_problem.html", status_code=404, problem=i18n.translator(
-            i18n.choose(None, request.cookies.get(LANGUAGE_COOKIE), request.headers.get("accept-language")))(
-            "not_found", what=str(error)), page=True)
+        return render(request, "part_problem.html", status_code=404, problem_key="not_found", what=str(error),
+                      page=True)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     for module in (pages_new, pages_runs, pages_model):
         module.add_routes(app)

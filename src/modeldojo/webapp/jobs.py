@@ -108,6 +108,12 @@ class Jobs:
                     "behind": self._running.name if self._running and position else None,
                     "stopping": job.stop_asked_at is not None and job.state == "running"}
 
+    def active(self) -> list[tuple[str, str]]:
+        """(name, state) of the training run and the queued ones."""
+        with self._lock:
+            running = [(self._running.name, "running")] if self._running else []
+            return running + [(job.name, "queued") for job in self._queue]
+
     def log_path(self, name: str) -> Path:
         return self.logs / f"{name}.log"
 

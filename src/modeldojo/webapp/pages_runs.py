@@ -29,14 +29,19 @@ def _run_dir(app, name: str) -> Path:
     return Path(app.state.settings.runs_dir) / name
 
 
+def _primary(task: str | None, kind: str | None) -> str | None:
+    """The task's main metric (what `dojo runs` shows); None for a task this install lacks."""
+    try:
+        return tasks.get(task).primary_metric(kind or "") if task else None
+    except Exception:  # noqa: BLE001 - an unknown task or kind: no main metric to name
+        return None
+
+
 def _main_metric(row: dict[str, Any]) -> tuple[str | None, Any]:
     test = (row.get("metrics") or {}).get("test") or {}
-    if not test or not row.get("task"):
+    if not test:
         return None, None
-    try:
-        name = tasks.get(row["task"]).primary_metric(row.get("kind") or "")
-    except Exception:  # noqa: BLE001 - a run of a task this install lacks: show its first metric
-        name = next(iter(test), None)
+    name = _primary(row.get("task"), row.get("kind")) or next(iter(test), None)
     return name, test.get(name)
 
 
@@ -90,9 +95,8 @@ def run_state(app, name: str) -> dict[str, Any]:
     tail = _tail(log_path)
     if state == "failed" and not status.get("error") and len(tail) > 1:
         status["error"] = tail[-1]  # the command's own message (file, line, column), as the CLI printed it
-    metric, _ = _main_metric({"task": status.get("task"), "kind": status.get("kind"), "metrics": {"test": {"": 0}}})
     return {"name": name, "state": state, "error": status.get("error"), "job": job, "log_tail": tail,
-            "primary": metric or None,
+            "primary": _primary(status.get("task"), status.get("kind")),
             "resumable": Run(directory).resumable() if directory.is_dir() else False,
             "exists": directory.is_dir() or job is not None}
 
@@ -107,9 +111,9 @@ def runs_table(app) -> list[dict[str, Any]]:
         rows.append({**row, "state": run_state(app, row["name"])["state"], "metric": metric, "value": value,
                      "duration": _duration(status)})
     known = {row["name"] for row in rows}
-    for name, job in list(app.state.jobs._known.items()):  # queued runs have no folder yet
-        if name not in known and job.state in ("queued", "running"):
-            rows.append({"name": name, "state": job.state, "task": None, "metric": None, "value": None,
+    for name, state in app.state.jobs.active():  # queued runs have no folder yet
+        if name not in known:
+            rows.append({"name": name, "state": state, "task": None, "metric": None, "value": None,
                          "started": None, "duration": None})
     return sorted(rows, key=lambda row: row.get("started") or "9999", reverse=True)
 
